@@ -1,0 +1,93 @@
+#pragma once
+/// The serial backend: kernels run in order on the calling thread.
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "extents.hpp"
+#include "host_buffer.hpp"
+
+namespace diffeo {
+
+namespace detail {
+/// Index blocks of fixed size make reductions bitwise identical on the serial and oneTBB
+/// backends whatever the thread count: each block is folded in order, then the blocks.
+inline constexpr index_t reduce_block = 4096;
+
+template <class T, class Map, class Op>
+T reduce_block_range(index_t first, index_t last, T init, const Map& map, const Op& op) {
+  T acc = init;
+  for (index_t i = first; i < last; ++i) acc = op(acc, map(i));
+  return acc;
+}
+
+/// Calls `f(i, p)` for every point of row `row` (all axes but x fixed): x runs fastest,
+/// contiguous in memory, so the compiler sees a plain inner loop.
+template <int Dim, class F>
+inline void run_row(const extents<Dim>& ext, index_t row, const F& f) {
+  index_vec<Dim> p{};
+  index_t r = row;
+  for (int a = 1; a < Dim; ++a) {
+    p[a] = r % ext[a];
+    r /= ext[a];
+  }
+  const index_t nx = ext[0];
+  index_t i = row * nx;
+  for (index_t x = 0; x < nx; ++x, ++i) {
+    p[0] = x;
+    f(i, p);
+  }
+}
+}  // namespace detail
+
+/// Storage of the serial backend: host memory.
+template <class T>
+struct backend_storage<backend::serial, T> {
+  using type = detail::host_buffer<T>;
+};
+
+/// Calls `f(i)` for every `i` in `[0, n)`.
+template <class F>
+void for_each_index(backend::serial, index_t n, const F& f) {
+  for (index_t i = 0; i < n; ++i) f(i);
+}
+
+/// Calls `f(i, p)` for every grid point `p` (linear index `i`), row by row.
+template <int Dim, class F>
+void for_each_point(backend::serial, const extents<Dim>& ext, const F& f) {
+  const index_t rows = ext.rows();
+  for (index_t r = 0; r < rows; ++r) detail::run_row(ext, r, f);
+}
+
+/// Folds `map(i)` for `i` in `[0, n)` with the associative `op`, starting from its
+/// identity `init`.
+template <class T, class Map, class Op>
+T transform_reduce(backend::serial, index_t n, T init, const Map& map, const Op& op) {
+  T acc = init;
+  for (index_t b = 0; b < n; b += detail::reduce_block)
+    acc = op(acc, detail::reduce_block_range(b, std::min(n, b + detail::reduce_block), init,
+                                             map, op));
+  return acc;
+}
+
+/// Sorts `keys[0, n)` ascending and applies the same permutation to `values`; ties are
+/// broken by value, so the result does not depend on the algorithm.
+template <class K, class V>
+void sort_by_key(backend::serial, K* keys, V* values, index_t n) {
+  std::vector<std::pair<K, V>> kv(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i) kv[i] = {keys[i], values[i]};
+  std::sort(kv.begin(), kv.end());
+  for (index_t i = 0; i < n; ++i) std::tie(keys[i], values[i]) = kv[i];
+}
+
+/// Copies `n` elements between memory of the CPU backends.
+template <class T>
+void copy_n(backend::serial, const T* src, index_t n, T* dst) {
+  std::copy(src, src + n, dst);
+}
+
+/// Waits for the backend's queued work (nothing to wait for here).
+inline void synchronize(backend::serial) {}
+
+}  // namespace diffeo

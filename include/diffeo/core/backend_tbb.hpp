@@ -1,0 +1,81 @@
+#pragma once
+/// The oneTBB backend: rows of the grid (or blocks of indices) run on all cores.
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/parallel_sort.h>
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "backend_serial.hpp"
+
+namespace diffeo {
+
+/// Storage of the oneTBB backend: host memory.
+template <class T>
+struct backend_storage<backend::tbb, T> {
+  using type = detail::host_buffer<T>;
+};
+
+namespace detail {
+// Enough work per task that scheduling costs stay small next to it.
+inline constexpr index_t tbb_grain = 2048;
+}
+
+/// Calls `f(i)` for every `i` in `[0, n)`, on all cores.
+template <class F>
+void for_each_index(backend::tbb, index_t n, const F& f) {
+  ::tbb::parallel_for(::tbb::blocked_range<index_t>(0, n, detail::tbb_grain),
+                      [&](const ::tbb::blocked_range<index_t>& r) {
+                        for (index_t i = r.begin(); i != r.end(); ++i) f(i);
+                      });
+}
+
+/// Calls `f(i, p)` for every grid point; rows are distributed over cores.
+template <int Dim, class F>
+void for_each_point(backend::tbb, const extents<Dim>& ext, const F& f) {
+  const index_t grain = std::max<index_t>(1, detail::tbb_grain / ext[0]);
+  ::tbb::parallel_for(::tbb::blocked_range<index_t>(0, ext.rows(), grain),
+                      [&](const ::tbb::blocked_range<index_t>& r) {
+                        for (index_t row = r.begin(); row != r.end(); ++row)
+                          detail::run_row(ext, row, f);
+                      });
+}
+
+/// Folds `map(i)` with `op`; bitwise identical to the serial backend (same fixed blocks,
+/// folded in the same order).
+template <class T, class Map, class Op>
+T transform_reduce(backend::tbb, index_t n, T init, const Map& map, const Op& op) {
+  const index_t blocks = (n + detail::reduce_block - 1) / detail::reduce_block;
+  std::vector<T> partial(static_cast<std::size_t>(blocks), init);
+  ::tbb::parallel_for(index_t(0), blocks, [&](index_t b) {
+    const index_t first = b * detail::reduce_block;
+    partial[b] =
+        detail::reduce_block_range(first, std::min(n, first + detail::reduce_block), init, map, op);
+  });
+  T acc = init;
+  for (const T& p : partial) acc = op(acc, p);
+  return acc;
+}
+
+/// Sorts `keys` ascending, permuting `values` alike; ties broken by value.
+template <class K, class V>
+void sort_by_key(backend::tbb, K* keys, V* values, index_t n) {
+  std::vector<std::pair<K, V>> kv(static_cast<std::size_t>(n));
+  for_each_index(backend::tbb{}, n, [&](index_t i) { kv[i] = {keys[i], values[i]}; });
+  ::tbb::parallel_sort(kv.begin(), kv.end());
+  for_each_index(backend::tbb{}, n, [&](index_t i) { std::tie(keys[i], values[i]) = kv[i]; });
+}
+
+/// Copies `n` elements between memory of the CPU backends.
+template <class T>
+void copy_n(backend::tbb, const T* src, index_t n, T* dst) {
+  for_each_index(backend::tbb{}, n, [=](index_t i) { dst[i] = src[i]; });
+}
+
+/// Waits for queued work (oneTBB's calls return when done).
+inline void synchronize(backend::tbb) {}
+
+}  // namespace diffeo

@@ -1,0 +1,25 @@
+#pragma once
+// The backends every kernel test runs on, assembled from the build's config macros:
+//   TEST_CASE_TEMPLATE("...", B, DIFFEO_TEST_BACKENDS) { ... }
+
+#include <diffeo/core.hpp>
+
+#if defined(DIFFEO_ENABLE_TBB) && defined(DIFFEO_ENABLE_THRUST)
+#  define DIFFEO_TEST_BACKENDS diffeo::backend::serial, diffeo::backend::tbb, diffeo::backend::thrust
+#elif defined(DIFFEO_ENABLE_TBB)
+#  define DIFFEO_TEST_BACKENDS diffeo::backend::serial, diffeo::backend::tbb
+#elif defined(DIFFEO_ENABLE_THRUST)
+#  define DIFFEO_TEST_BACKENDS diffeo::backend::serial, diffeo::backend::thrust
+#else
+#  define DIFFEO_TEST_BACKENDS diffeo::backend::serial
+#endif
+
+namespace diffeo::test {
+
+/// Whether `B` must reproduce the serial result bit for bit (oneTBB does: same kernels,
+/// same fixed reduction blocks); Thrust only within rounding (its own reduction tree, and
+/// contracted multiply-adds on a GPU).
+template <class B>
+inline constexpr bool bitwise_like_serial = !std::is_same_v<B, diffeo::backend::thrust>;
+
+}  // namespace diffeo::test

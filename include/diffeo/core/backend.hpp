@@ -40,4 +40,19 @@ void copy_between(From, const T* src, index_t n, To, T* dst) {
 #endif
 }
 
+namespace detail {
+template <class T>
+struct fill_kernel {
+  T* data;
+  T value;
+  DIFFEO_HD void operator()(index_t i) const { data[i] = value; }
+};
+}  // namespace detail
+
+/// Sets `n` elements at `data` (in the backend's memory) to `value`.
+template <class Backend, class T>
+void fill_n(Backend be, T* data, index_t n, const T& value) {
+  for_each_index(be, n, detail::fill_kernel<T>{data, value});
+}
+
 }  // namespace diffeo

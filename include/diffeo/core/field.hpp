@@ -64,10 +64,7 @@ class field {
   const T* data() const { return m_buffer.data(); }
 
   /// Sets every element to `value` (on the backend).
-  void fill(const T& value) {
-    T* d = m_buffer.data();
-    for_each_index(Backend{}, size(), fill_kernel{d, value});
-  }
+  void fill(const T& value) { fill_n(Backend{}, m_buffer.data(), size(), value); }
 
   /// Element `c` of point `p` (host backends only).
   T& operator()(const index_vec<Dim>& p, int c = 0)
@@ -95,12 +92,6 @@ class field {
  private:
   static constexpr bool is_vector = detail::components<T>::count > 1;
   using storage = typename backend_storage<Backend, T>::type;
-
-  struct fill_kernel {
-    T* data;
-    T value;
-    DIFFEO_HD void operator()(index_t i) const { data[i] = value; }
-  };
 
   grid<Dim> m_grid{};
   int m_channels = 1;

@@ -50,6 +50,18 @@ using vector_view = field_view<vec<S, Dim>, Dim>;
 template <class S, int Dim>
 using const_vector_view = field_view<const vec<S, Dim>, Dim>;
 
+/// The same view, read-only.
+template <class T, int Dim>
+DIFFEO_HD field_view<const T, Dim> as_const(const field_view<T, Dim>& v) {
+  return {v.data, v.ext, v.channels, v.spacing};
+}
+
+/// True for (const or mutable) element types `vec<S, Dim>`: the element of a vector field.
+template <class U, int Dim>
+inline constexpr bool is_vector_element =
+    detail::components<std::remove_const_t<U>>::count == Dim &&
+    !std::is_same_v<std::remove_const_t<U>, scalar_of<U>>;
+
 /// Wraps a raw buffer of `ext.count() * channels` elements as a view (no copy).
 template <class T, int Dim>
 field_view<T, Dim> make_view(T* data, const extents<Dim>& ext, int channels = 1,

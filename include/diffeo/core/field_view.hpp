@@ -36,9 +36,10 @@ struct field_view {
   /// The grid this view lives on.
   grid<Dim> geometry() const { return {ext, spacing}; }
   /// Read-only view of the same data.
-  DIFFEO_HD operator field_view<const T, Dim>() const
-    requires(!std::is_const_v<T>)
-  {
+  // A template, so that field_view<const T> declares no conversion to itself (nvcc warns).
+  template <class U = T>
+    requires(std::is_same_v<U, T> && !std::is_const_v<U>)
+  DIFFEO_HD operator field_view<const U, Dim>() const {
     return {data, ext, channels, spacing};
   }
 };

@@ -22,6 +22,11 @@ T reduce_block_range(index_t first, index_t last, T init, const Map& map, const 
   return acc;
 }
 
+/// A point kernel that also offers a whole-row form `f.row(i, p, n)` (points `i .. i+n-1`,
+/// starting at grid point `p` with `p[0] == 0`), e.g. to run SIMD across x.
+template <class F, int Dim>
+concept row_kernel = requires(const F& f, index_t i, const index_vec<Dim>& p) { f.row(i, p, i); };
+
 /// Calls `f(i, p)` for every point of row `row` (all axes but x fixed): x runs fastest,
 /// contiguous in memory, so the compiler sees a plain inner loop.
 template <int Dim, class F>
@@ -34,9 +39,13 @@ inline void run_row(const extents<Dim>& ext, index_t row, const F& f) {
   }
   const index_t nx = ext[0];
   index_t i = row * nx;
-  for (index_t x = 0; x < nx; ++x, ++i) {
-    p[0] = x;
-    f(i, p);
+  if constexpr (row_kernel<F, Dim>) {
+    f.row(i, p, nx);
+  } else {
+    for (index_t x = 0; x < nx; ++x, ++i) {
+      p[0] = x;
+      f(i, p);
+    }
   }
 }
 }  // namespace detail

@@ -5,7 +5,7 @@
 /// Two modes: `atomic` adds with atomic operations (fast; on parallel backends the order
 /// of additions, hence the rounding, varies from run to run), `deterministic` gathers
 /// every target's contributions in source order after a sort by target (bitwise
-/// reproducible, and equal to the serial result on the CPU backends).
+/// reproducible: the same on every run and on the serial and oneTBB backends).
 
 #include <atomic>
 #include <limits>
@@ -135,8 +135,7 @@ void scatter_add(Backend be, index_t sources, const Taps& taps, const Value& val
                  index_t targets, int channels, scatter_mode mode) {
   static_assert(std::is_floating_point_v<S>, "scatter_add accumulates into floating point");
   if (sources == 0 || targets == 0) return;
-  if (mode == scatter_mode::atomic || std::is_same_v<Backend, backend::serial>) {
-    // In source order on the serial backend, so both modes agree bit for bit there.
+  if (mode == scatter_mode::atomic) {
     constexpr bool atomic = !std::is_same_v<Backend, backend::serial>;
     for_each_index(be, sources,
                    detail::scatter_direct_kernel<K, S, Taps, Value, atomic>{taps, value, target,

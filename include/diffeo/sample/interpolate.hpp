@@ -35,13 +35,13 @@ struct cubic {
 /// The value of the element-typed field `f` (channel 0) at position `q`.
 template <class Interp = interp::linear, class Boundary = boundary::zeros, class T, int Dim,
           class P>
-DIFFEO_HD std::remove_const_t<T> sample(field_view<T, Dim> f, const vec<P, Dim>& q,
+DIFFEO_HD std::remove_const_t<T> sample(const field_view<T, Dim>& f, const vec<P, Dim>& q,
                                         Interp = {}, Boundary = {});
 
 /// All `f.channels` values at `q`, written to `out[0, channels)`.
 template <class Interp = interp::linear, class Boundary = boundary::zeros, class T, int Dim,
           class P>
-DIFFEO_HD void sample_channels(field_view<T, Dim> f, const vec<P, Dim>& q,
+DIFFEO_HD void sample_channels(const field_view<T, Dim>& f, const vec<P, Dim>& q,
                                std::remove_const_t<T>* out, Interp = {}, Boundary = {});
 
 /// A sampled element and its derivatives with respect to the position: `d[k]` = ∂value/∂q_k.
@@ -55,7 +55,7 @@ struct value_and_gradient {
 template <class Interp = interp::linear, class Boundary = boundary::zeros, class T, int Dim,
           class P>
 DIFFEO_HD value_and_gradient<std::remove_const_t<T>, Dim> sample_with_gradient(
-    field_view<T, Dim> f, const vec<P, Dim>& q, Interp = {}, Boundary = {});
+    const field_view<T, Dim>& f, const vec<P, Dim>& q, Interp = {}, Boundary = {});
 
 /// Calls `visit(linear_index, weight, dweight)` for every tap of the stencil at `q`, where
 /// `dweight[k]` = ∂weight/∂q_k; taps that read zero (off the grid under `zeros`, or any
@@ -199,46 +199,54 @@ DIFFEO_HD void for_each_tap(const extents<Dim>& ext, const vec<P, Dim>& q, const
 
 namespace detail {
 /// The fast common case of `sample`: bilinear / trilinear with all corners on the grid,
-/// read without boundary logic. Returns false when the slow path is needed.
+/// read without boundary logic. Returns false when the slow path is needed. Written
+/// without branches between the test and the loads, so the compiler keeps it tight.
 template <class T, int Dim, class P, class E>
-DIFFEO_HD bool sample_linear_inside(field_view<T, Dim> f, const vec<P, Dim>& q, E* out) {
-  using std::floor;
+DIFFEO_HD inline bool sample_linear_inside(const field_view<T, Dim>& f, const vec<P, Dim>& q,
+                                           E* out) {
+  bool inside = true;
+  for (int a = 0; a < Dim; ++a)  // also false for NaN
+    inside &= (q[a] >= P(0)) & (q[a] < P(f.ext[a] - 1));
+  if (!inside) return false;
+  // q >= 0 here, so truncation is floor (and needs no libm call).
   index_t i0[Dim];
   P t[Dim];
   for (int a = 0; a < Dim; ++a) {
-    // The negated test also sends NaN to the slow path.
-    if (!(q[a] >= P(0) && q[a] < P(f.ext[a] - 1))) return false;
-    const P x0 = floor(q[a]);
-    i0[a] = static_cast<index_t>(x0);
-    t[a] = q[a] - x0;
+    i0[a] = static_cast<index_t>(q[a]);
+    t[a] = q[a] - P(i0[a]);
   }
   using S = scalar_of<E>;
   const int C = f.channels;
   const index_t sx = C, sy = f.ext[0] * C;
   if constexpr (Dim == 2) {
     const T* p = f.data + (i0[1] * f.ext[0] + i0[0]) * C;
-    const S w00 = S((1 - t[0]) * (1 - t[1])), w10 = S(t[0] * (1 - t[1]));
-    const S w01 = S((1 - t[0]) * t[1]), w11 = S(t[0] * t[1]);
-    for (int c = 0; c < C; ++c)
-      out[c] = p[c] * w00 + p[c + sx] * w10 + p[c + sy] * w01 + p[c + sy + sx] * w11;
+    const S tx = S(t[0]), ty = S(t[1]);
+    for (int c = 0; c < C; ++c) {
+      const E top = p[c] + (p[c + sx] - p[c]) * tx;
+      const E bottom = p[c + sy] + (p[c + sy + sx] - p[c + sy]) * tx;
+      out[c] = top + (bottom - top) * ty;
+    }
   } else {
     const index_t sz = f.ext[1] * sy;
     const T* p = f.data + ((i0[2] * f.ext[1] + i0[1]) * f.ext[0] + i0[0]) * C;
-    const P ux = 1 - t[0], uy = 1 - t[1], uz = 1 - t[2];
-    const S w000 = S(ux * uy * uz), w100 = S(t[0] * uy * uz), w010 = S(ux * t[1] * uz),
-            w110 = S(t[0] * t[1] * uz), w001 = S(ux * uy * t[2]), w101 = S(t[0] * uy * t[2]),
-            w011 = S(ux * t[1] * t[2]), w111 = S(t[0] * t[1] * t[2]);
-    for (int c = 0; c < C; ++c)
-      out[c] = p[c] * w000 + p[c + sx] * w100 + p[c + sy] * w010 + p[c + sy + sx] * w110 +
-               p[c + sz] * w001 + p[c + sz + sx] * w101 + p[c + sz + sy] * w011 +
-               p[c + sz + sy + sx] * w111;
+    const S tx = S(t[0]), ty = S(t[1]), tz = S(t[2]);
+    for (int c = 0; c < C; ++c) {
+      const T* r = p + c;
+      const E a0 = r[0] + (r[sx] - r[0]) * tx;
+      const E a1 = r[sy] + (r[sy + sx] - r[sy]) * tx;
+      const E b0 = r[sz] + (r[sz + sx] - r[sz]) * tx;
+      const E b1 = r[sz + sy] + (r[sz + sy + sx] - r[sz + sy]) * tx;
+      const E a = a0 + (a1 - a0) * ty;
+      const E b = b0 + (b1 - b0) * ty;
+      out[c] = a + (b - a) * tz;
+    }
   }
   return true;
 }
 }  // namespace detail
 
 template <class Interp, class Boundary, class T, int Dim, class P>
-DIFFEO_HD void sample_channels(field_view<T, Dim> f, const vec<P, Dim>& q,
+DIFFEO_HD void sample_channels(const field_view<T, Dim>& f, const vec<P, Dim>& q,
                                std::remove_const_t<T>* out, Interp, Boundary) {
   using E = std::remove_const_t<T>;
   using S = scalar_of<E>;
@@ -253,7 +261,7 @@ DIFFEO_HD void sample_channels(field_view<T, Dim> f, const vec<P, Dim>& q,
 }
 
 template <class Interp, class Boundary, class T, int Dim, class P>
-DIFFEO_HD std::remove_const_t<T> sample(field_view<T, Dim> f, const vec<P, Dim>& q, Interp,
+DIFFEO_HD std::remove_const_t<T> sample(const field_view<T, Dim>& f, const vec<P, Dim>& q, Interp,
                                         Boundary) {
   using E = std::remove_const_t<T>;
   using S = scalar_of<E>;
@@ -271,7 +279,7 @@ DIFFEO_HD std::remove_const_t<T> sample(field_view<T, Dim> f, const vec<P, Dim>&
 
 template <class Interp, class Boundary, class T, int Dim, class P>
 DIFFEO_HD value_and_gradient<std::remove_const_t<T>, Dim> sample_with_gradient(
-    field_view<T, Dim> f, const vec<P, Dim>& q, Interp, Boundary) {
+    const field_view<T, Dim>& f, const vec<P, Dim>& q, Interp, Boundary) {
   using E = std::remove_const_t<T>;
   using S = scalar_of<E>;
   value_and_gradient<E, Dim> r{};

@@ -12,6 +12,7 @@
 #include "../core/backend.hpp"
 #include "../core/field.hpp"
 #include "../core/scatter.hpp"
+#include "detail/linear_rows_avx2.hpp"
 #include "interpolate.hpp"
 
 namespace diffeo {
@@ -62,6 +63,31 @@ struct warp_kernel {
       out[i] = sample(src, q, Interp{}, Boundary{});
     else
       sample_channels(src, q, out.at(i), Interp{}, Boundary{});
+  }
+  /// One row on the CPU backends: 8 points at a time with AVX2 where it applies.
+  void row(index_t i, index_vec<Dim> p, index_t n) const {
+    index_t x = 0;
+#if defined(DIFFEO_HAVE_AVX2)
+    if constexpr (std::is_same_v<Interp, interp::linear> && std::is_same_v<T, float> &&
+                  std::is_same_v<S, float>) {
+      if (src.size() < (index_t(1) << 31)) {
+        const linear_block_avx2<Dim> block(src);
+        for (; x + 8 <= n; x += 8) {
+          p[0] = x;
+          int rest = block(u.data + i + x, out.at(i + x), p);
+          for (; rest != 0; rest &= rest - 1) {  // boundary points: scalar path
+            const int l = __builtin_ctz(static_cast<unsigned>(rest));
+            p[0] = x + l;
+            (*this)(i + x + l, p);
+          }
+        }
+      }
+    }
+#endif
+    for (; x < n; ++x) {
+      p[0] = x;
+      (*this)(i + x, p);
+    }
   }
 };
 

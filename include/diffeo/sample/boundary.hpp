@@ -22,7 +22,11 @@ namespace diffeo::detail {
 
 /// Index `i` reflected into [0, n-1] about the centres of voxels 0 and n-1.
 DIFFEO_HD inline index_t reflect_index(index_t i, index_t n) {
+  if (i >= 0 && i < n) return i;
   if (n == 1) return 0;
+  // One mirror suffices for taps near the grid (the usual case): no division.
+  if (i < 0 && i >= 1 - n) return -i;
+  if (i >= n && i <= 2 * (n - 1)) return 2 * (n - 1) - i;
   const index_t period = 2 * (n - 1);
   index_t m = i % period;
   if (m < 0) m += period;
@@ -36,6 +40,7 @@ DIFFEO_HD P reflect_coordinate(P x, index_t n, P& slope) {
   using std::fabs;
   using std::fmod;
   slope = x < P(0) ? P(-1) : P(1);
+  if (x >= P(0) && x <= P(n - 1)) return x;  // the common case needs no fmod
   if (n == 1) {
     slope = 0;
     return 0;

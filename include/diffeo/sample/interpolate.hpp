@@ -58,8 +58,9 @@ DIFFEO_HD value_and_gradient<std::remove_const_t<T>, Dim> sample_with_gradient(
     const field_view<T, Dim>& f, const vec<P, Dim>& q, Interp = {}, Boundary = {});
 
 /// Calls `visit(linear_index, weight, dweight)` for every tap of the stencil at `q`, where
-/// `dweight[k]` = ∂weight/∂q_k; taps that read zero (off the grid under `zeros`, or any
-/// tap of a non-finite position) are skipped. Sampling, its gradient and its adjoint (the
+/// `dweight[k]` = ∂weight/∂q_k (or `visit(linear_index, weight)` when the visitor takes two
+/// arguments, which skips the derivatives); taps that read zero (off the grid under
+/// `zeros`, or any tap of a non-finite position) are skipped. Sampling, its gradient and its adjoint (the
 /// scatter in `warp_vjp`) are all built on this one stencil walk.
 template <class Interp, class Boundary, int Dim, class P, class Visit>
 DIFFEO_HD void for_each_tap(const extents<Dim>& ext, const vec<P, Dim>& q, const Visit& visit);
@@ -165,6 +166,7 @@ DIFFEO_HD bool make_axis_taps(P x, index_t n, axis_taps<P, Interp::taps>& a) {
 template <class Interp, class Boundary, int Dim, class P, class Visit>
 DIFFEO_HD void for_each_tap(const extents<Dim>& ext, const vec<P, Dim>& q, const Visit& visit) {
   constexpr int K = Interp::taps;
+  constexpr bool value_only = std::is_invocable_v<const Visit&, index_t, P>;
   detail::axis_taps<P, K> ax[Dim];
   for (int a = 0; a < Dim; ++a)
     if (!detail::make_axis_taps<Interp, Boundary>(q[a], ext[a], ax[a])) return;
@@ -174,8 +176,12 @@ DIFFEO_HD void for_each_tap(const extents<Dim>& ext, const vec<P, Dim>& q, const
       const index_t row = ax[1].idx[j] * ext[0];
       for (int i = 0; i < K; ++i) {
         if (!ax[0].valid[i]) continue;
-        const vec<P, 2> dw{{ax[0].dw[i] * ax[1].w[j], ax[0].w[i] * ax[1].dw[j]}};
-        visit(row + ax[0].idx[i], ax[0].w[i] * ax[1].w[j], dw);
+        if constexpr (value_only) {
+          visit(row + ax[0].idx[i], ax[0].w[i] * ax[1].w[j]);
+        } else {
+          const vec<P, 2> dw{{ax[0].dw[i] * ax[1].w[j], ax[0].w[i] * ax[1].dw[j]}};
+          visit(row + ax[0].idx[i], ax[0].w[i] * ax[1].w[j], dw);
+        }
       }
     }
   } else {
@@ -188,9 +194,13 @@ DIFFEO_HD void for_each_tap(const extents<Dim>& ext, const vec<P, Dim>& q, const
         const P wyz = ax[1].w[j] * ax[2].w[l];
         for (int i = 0; i < K; ++i) {
           if (!ax[0].valid[i]) continue;
-          const vec<P, 3> dw{{ax[0].dw[i] * wyz, ax[0].w[i] * ax[1].dw[j] * ax[2].w[l],
-                              ax[0].w[i] * ax[1].w[j] * ax[2].dw[l]}};
-          visit(row + ax[0].idx[i], ax[0].w[i] * wyz, dw);
+          if constexpr (value_only) {
+            visit(row + ax[0].idx[i], ax[0].w[i] * wyz);
+          } else {
+            const vec<P, 3> dw{{ax[0].dw[i] * wyz, ax[0].w[i] * ax[1].dw[j] * ax[2].w[l],
+                                ax[0].w[i] * ax[1].w[j] * ax[2].dw[l]}};
+            visit(row + ax[0].idx[i], ax[0].w[i] * wyz, dw);
+          }
         }
       }
     }
@@ -252,12 +262,23 @@ DIFFEO_HD void sample_channels(const field_view<T, Dim>& f, const vec<P, Dim>& q
   using S = scalar_of<E>;
   if constexpr (std::is_same_v<Interp, interp::linear>)
     if (detail::sample_linear_inside(f, q, out)) return;
+  // Gather the stencil once, then run each channel over it with a register accumulator
+  // (accumulating into `out` directly would reload it per tap: it may alias `f`).
+  constexpr int K = Dim == 2 ? Interp::taps * Interp::taps : Interp::taps * Interp::taps * Interp::taps;
   const int C = f.channels;
-  for (int c = 0; c < C; ++c) out[c] = E{};
-  for_each_tap<Interp, Boundary>(f.ext, q, [&](index_t i, P w, const vec<P, Dim>&) {
-    const T* p = f.data + i * C;
-    for (int c = 0; c < C; ++c) out[c] += p[c] * S(w);
+  index_t idx[K];
+  S w[K];
+  int n = 0;
+  for_each_tap<Interp, Boundary>(f.ext, q, [&](index_t i, P wt) {
+    idx[n] = i * C;
+    w[n] = S(wt);
+    ++n;
   });
+  for (int c = 0; c < C; ++c) {
+    E acc{};
+    for (int k = 0; k < n; ++k) acc += f.data[idx[k] + c] * w[k];
+    out[c] = acc;
+  }
 }
 
 template <class Interp, class Boundary, class T, int Dim, class P>
@@ -271,7 +292,7 @@ DIFFEO_HD std::remove_const_t<T> sample(const field_view<T, Dim>& f, const vec<P
     if (C == 1 && detail::sample_linear_inside(f, q, &acc)) return acc;
     acc = E{};
   }
-  for_each_tap<Interp, Boundary>(f.ext, q, [&](index_t i, P w, const vec<P, Dim>&) {
+  for_each_tap<Interp, Boundary>(f.ext, q, [&](index_t i, P w) {
     acc += f.data[i * C] * S(w);
   });
   return acc;

@@ -160,7 +160,7 @@ struct splat_metric {
   DIFFEO_HD T factor(index_t s, index_t t) const {
     using std::exp;
     switch (mode) {
-      case splat_mode::linear: return z[s];
+      case splat_mode::linear: return z[s] > T(0) ? z[s] : T(0);
       case splat_mode::softmax: {
         const T d = z[s] - max[t];
         return d < T(0) ? exp(d) : T(1);
@@ -309,7 +309,7 @@ struct splat_vjp_kernel {
             const T* Ht = H + t * stride;
             const T e = metric.factor(s, t);
             const T w = T(b) * e;
-            T A = T(0);
+            T A = has_h ? -Ht[C] : T(0);
             for (int c = 0; c < C; ++c) A += Ht[c] * I[c];
             if (gs)
               for (int c = 0; c < C; ++c) gs[c] += w * Ht[c];

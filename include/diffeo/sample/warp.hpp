@@ -129,7 +129,7 @@ struct warp_taps {
     for (int k = 0; k < K; ++k) idx[k] = -1, w[k] = 0;
     const vec<S, Dim> q = out_ext.unravel(s).template cast<S>() + u[s];
     int k = 0;
-    for_each_tap<Interp, Boundary>(src_ext, q, [&](index_t j, S wt, const vec<S, Dim>&) {
+    for_each_tap<Interp, Boundary>(src_ext, q, [&](index_t j, S wt) {
       idx[k] = j;
       w[k] = W(wt);
       ++k;

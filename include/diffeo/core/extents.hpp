@@ -70,7 +70,10 @@ inline constexpr extents<3> make_extents(index_t nx, index_t ny, index_t nz) {
 template <int Dim>
 std::string to_string(const extents<Dim>& e) {
   std::string s = std::to_string(e[0]);
-  for (int a = 1; a < Dim; ++a) s += "x" + std::to_string(e[a]);
+  for (int a = 1; a < Dim; ++a) {
+    s += 'x';  // not "x" + to_string(...): GCC 12 warns falsely (-Wrestrict) on that
+    s += std::to_string(e[a]);
+  }
   return s;
 }
 

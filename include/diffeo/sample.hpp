@@ -5,4 +5,5 @@
 #include "sample/boundary.hpp"
 #include "sample/interpolate.hpp"
 #include "sample/normalized_grid.hpp"
+#include "sample/splat.hpp"
 #include "sample/warp.hpp"

@@ -17,8 +17,9 @@
 #include <string>
 #include <utility>
 
-#include "extents.hpp"
+#include "backend_serial.hpp"
 #include "error.hpp"
+#include "extents.hpp"
 
 namespace diffeo {
 
@@ -102,11 +103,17 @@ T transform_reduce(backend::thrust, index_t n, T init, const Map& map, const Op&
 /// live in the backend's memory.
 template <class K, class V>
 void sort_by_key(backend::thrust, K* keys, V* values, index_t n) {
+#if THRUST_DEVICE_SYSTEM != THRUST_DEVICE_SYSTEM_CUDA
+  // The host device systems hold host memory; Thrust 1.17's host sort binds a reference to
+  // null inside (UBSan; NVIDIA/cccl#1645), so sort with the serial backend instead.
+  sort_by_key(backend::serial{}, keys, values, n);
+#else
   detail::thrust_checked("sort", [&] {
     auto first = ::thrust::make_zip_iterator(::thrust::make_tuple(
         ::thrust::device_pointer_cast(keys), ::thrust::device_pointer_cast(values)));
     ::thrust::sort(::thrust::device, first, first + n, detail::pair_less{});
   });
+#endif
 }
 
 /// Copies `n` elements within the backend's memory.

@@ -16,6 +16,7 @@
 /// Video Frame Interpolation", CVPR 2020. Targets of zero total weight read 0; sources with
 /// a non-finite displacement or metric are dropped. Details: docs/splat.md.
 
+#include <atomic>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -168,8 +169,7 @@ struct splat_metric {
       default: return T(1);
     }
   }
-  /// ∂e_st/∂Z_s divided by e_st where that is cheaper: the weight derivative is
-  /// b · dfactor (linear: b; softmax: b·e = w).
+  /// ∂e_st/∂Z_s, given e = e_st (linear: 1 where Z ≥ 0; softmax: e itself).
   DIFFEO_HD T dfactor(index_t s, T e) const {
     switch (mode) {
       case splat_mode::linear: return z[s] >= T(0) ? T(1) : T(0);
@@ -197,7 +197,7 @@ struct splat_max_kernel {
     const T zs = z[s];
     if (!isfinite(zs)) return;
     for_each_tap<interp::linear, boundary::zeros>(
-        ext, splat_position(ext, u, s), [&](index_t t, S b, const vec<S, Dim>&) {
+        ext, splat_position(ext, u, s), [&](index_t t, S b) {
           if (!(T(b) > T(0))) return;
           if constexpr (Atomic)
             atomic_max(max + t, zs);
@@ -220,7 +220,7 @@ struct splat_taps {
     if (!metric.usable(s)) return;
     int k = 0;
     for_each_tap<interp::linear, boundary::zeros>(
-        ext, splat_position(ext, u, s), [&](index_t t, S b, const vec<S, Dim>&) {
+        ext, splat_position(ext, u, s), [&](index_t t, S b) {
           const T bt = T(b);
           if (!(bt > T(0))) return;
           const T wt = bt * metric.factor(s, t);
@@ -232,8 +232,8 @@ struct splat_taps {
   }
 };
 
-/// Channel `c` of source `s`; with `with_one`, channel `channels` reads 1, so the same
-/// scatter accumulates the normalizer Σ w beside the weighted values.
+/// Channel `c` of source `s`; one channel past the last reads 1, so that in the normalized
+/// modes the same scatter accumulates the normalizer Σ w beside the weighted values.
 template <class T>
 struct splat_values {
   const T* data;

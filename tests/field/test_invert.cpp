@@ -1,0 +1,156 @@
+#include <diffeo/field/exp.hpp>
+#include <diffeo/field/invert.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "support/backends.hpp"
+
+using namespace diffeo;
+
+namespace {
+
+using host = backend::serial;
+template <class S, int Dim>
+using host_field = vector_field<S, Dim, host>;
+
+/// A smooth field, amplitude `amp` voxels, periods a fixed fraction of the grid.
+template <class S, int Dim>
+host_field<S, Dim> smooth_field(const extents<Dim>& e, double amp, int seed) {
+  constexpr double two_pi = 6.283185307179586;
+  host_field<S, Dim> f(e);
+  const double n = double(e[0]);
+  for (index_t i = 0; i < e.count(); ++i) {
+    const auto p = e.unravel(i);
+    const double x = p[0] / n, y = p[1] / n, z = Dim == 3 ? p[Dim - 1] / n : 0.0;
+    for (int c = 0; c < Dim; ++c) {
+      const double ph = 0.37 * (seed + 1) + 1.3 * c;
+      const double zc = Dim == 3 ? std::cos(two_pi * z / 0.8 + ph + 0.4) : 1.0;
+      f[i][c] = S(amp * (0.6 * std::sin(two_pi * x / 0.9 + ph) *
+                             std::cos(two_pi * y / 0.7 + ph + 0.9) * zc +
+                         0.4 * std::sin(two_pi * (x + y + z) / 0.5 + ph + 2.1)));
+    }
+  }
+  return f;
+}
+
+template <class S, int Dim>
+double max_norm(const host_field<S, Dim>& f) {
+  double m = 0;
+  for (index_t i = 0; i < f.points(); ++i) m = std::max(m, double(norm(f[i])));
+  return m;
+}
+
+template <class B, class S, int Dim>
+void check_inverse(const extents<Dim>& e, double amp) {
+  const auto u = to_backend<B>(smooth_field<S, Dim>(e, amp, 4));
+  const bool is_float = std::is_same_v<S, float>;
+  const invert_options opts{.max_iterations = 100,
+                            .max_error_tolerance = is_float ? 1e-4 : 1e-6,
+                            .mean_error_tolerance = is_float ? 1e-5 : 1e-8,
+                            .enforce_boundary = false};
+  const auto r = invert(u, opts);
+  CHECK(r.report.converged);
+  CHECK(r.report.iterations > 0);
+  CHECK(r.report.iterations < opts.max_iterations);
+  CHECK(r.report.max_error <= opts.max_error_tolerance);
+  CHECK(r.report.mean_error <= opts.mean_error_tolerance);
+  // The report is the returned field's residual: recompute it through `compose`.
+  const auto residual = to_host(compose(u, r.field));
+  double mx = 0, sum = 0;
+  for (index_t i = 0; i < e.count(); ++i) {
+    mx = std::max(mx, norm(residual[i].template cast<double>()));
+    sum += norm(residual[i].template cast<double>());
+  }
+  CHECK(mx == doctest::Approx(r.report.max_error).epsilon(1e-6));
+  CHECK(sum / double(e.count()) == doctest::Approx(r.report.mean_error).epsilon(1e-6));
+  // The other side, w ∘ u, is near zero only up to interpolation error (coarse grids here:
+  // a tenth of the amplitude), away from the border.
+  const auto other = to_host(compose(r.field, u));
+  double inner = 0;
+  for (index_t i = 0; i < e.count(); ++i) {
+    const auto p = e.unravel(i);
+    bool central = true;
+    for (int a = 0; a < Dim; ++a) central = central && p[a] >= e[a] / 4 && p[a] < e[a] - e[a] / 4;
+    if (central) inner = std::max(inner, norm(other[i].template cast<double>()));
+  }
+  CHECK(inner < 0.2 * amp);
+  // Same iterations as the serial backend.
+  CHECK(invert(to_host(u), opts).report.iterations == r.report.iterations);
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("compose(u, invert(u)) vanishes within the requested tolerance", B,
+                   DIFFEO_TEST_BACKENDS) {
+  check_inverse<B, float, 2>(make_extents(32, 28), 1.5);
+  check_inverse<B, double, 2>(make_extents(32, 28), 1.5);
+  check_inverse<B, float, 3>(make_extents(24, 20, 16), 1.0);
+  check_inverse<B, double, 3>(make_extents(24, 20, 16), 1.0);
+}
+
+TEST_CASE_TEMPLATE("invert keeps ITK's options: boundary, initial estimate, iteration cap", B,
+                   DIFFEO_TEST_BACKENDS) {
+  const auto e = make_extents(24, 20);
+  const auto u = to_backend<B>(smooth_field<double, 2>(e, 2.0, 4));
+
+  // The zero field inverts to itself at once.
+  const auto z = invert(vector_field<double, 2, B>(e));
+  CHECK(z.report.iterations == 0);
+  CHECK(z.report.converged);
+  CHECK(max_norm(to_host(z.field)) == 0.0);
+
+  // ITK's default holds the outer voxels at zero.
+  const auto r = invert(u, {.max_iterations = 30});
+  const auto w = to_host(r.field), uh = to_host(u);
+  double border_max = 0;  // there the residual is u itself, which bounds the error below
+  for (index_t i = 0; i < e.count(); ++i)
+    if (detail::on_border(e, e.unravel(i))) {
+      CHECK(w[i] == vec2d::zero());
+      border_max = std::max(border_max, norm(uh[i]));
+    }
+  CHECK(r.report.max_error >= border_max);
+  CHECK_FALSE(r.report.converged);
+
+  // The cap: three updates, not converged, the error already well below max|u|.
+  const auto capped = invert(u, {.max_iterations = 3, .enforce_boundary = false});
+  CHECK(capped.report.iterations == 3);
+  CHECK_FALSE(capped.report.converged);
+  CHECK(capped.report.max_error < 0.5 * max_norm(to_host(u)));
+
+  // A good initial estimate (the exponential's inverse) converges in fewer iterations.
+  const auto v = to_backend<B>(smooth_field<double, 2>(e, 1.5, 6));
+  const auto phi = exp(v);
+  const invert_options opts{.max_iterations = 100,
+                            .max_error_tolerance = 1e-6,
+                            .mean_error_tolerance = 1e-7,
+                            .enforce_boundary = false};
+  const auto cold = invert(phi, opts), warm = invert(phi, exp(v, {.inverse = true}), opts);
+  CHECK(cold.report.converged);
+  CHECK(warm.report.converged);
+  CHECK(warm.report.iterations < cold.report.iterations);
+  if constexpr (std::is_same_v<B, host>)
+    MESSAGE("iterations to 1e-6 voxels from zero: "
+            << cold.report.iterations << ", from exp(-v): " << warm.report.iterations);
+}
+
+TEST_CASE("invert rejects bad input, naming the argument") {
+  const host_field<double, 2> u(make_extents(8, 8)), other(make_extents(8, 7));
+  CHECK_THROWS_WITH_AS(invert(u, other), doctest::Contains("invert(u, initial): extents differ"),
+                       shape_error);
+  CHECK_THROWS_WITH_AS(invert(u, {.max_iterations = -1}),
+                       doctest::Contains("invert(max_iterations)"), value_error);
+  CHECK_THROWS_WITH_AS(invert(u, {.max_error_tolerance = -1.0}),
+                       doctest::Contains("invert(max_error_tolerance)"), value_error);
+  CHECK_THROWS_WITH_AS(
+      invert(u, {.mean_error_tolerance = std::numeric_limits<double>::quiet_NaN()}),
+      doctest::Contains("invert(mean_error_tolerance)"), value_error);
+  host_field<double, 2> w(make_extents(8, 8));
+  CHECK_THROWS_WITH_AS(invert(host{}, w.view(), w.view()), doctest::Contains("invert(u, w)"),
+                       value_error);
+  auto bad = u;
+  bad({{5, 2}})[0] = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_WITH_AS(invert(bad), doctest::Contains("invert(u): the residual"), value_error);
+}

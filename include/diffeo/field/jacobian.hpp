@@ -1,0 +1,482 @@
+#pragma once
+/// The Jacobian of the map φ = id + u of a displacement field u: the matrix field
+/// J = ∂φ/∂x, its determinant, folding statistics, and vector-Jacobian products.
+///
+///   auto det = jacobian_det(u);                  // central differences, numpy.gradient
+///   auto st  = jacobian_stats_of(be, u.view());  // fraction folded, min, max in one pass
+///
+/// Derivatives are finite differences in index space, `d = w (u[hi] - u[lo])` per axis:
+/// - `difference::central`: `(u[i+1] - u[i-1]) / 2` inside, first-order one-sided
+///   `u[1] - u[0]` and `u[n-1] - u[n-2]` on the border voxels (numpy.gradient, edge_order=1);
+/// - `difference::forward`: `u[i+1] - u[i]`, the last voxel the backward `u[n-1] - u[n-2]`.
+/// An axis of one point has zero derivative.
+///
+/// Units. Displacements are in voxels (`displacement_units::voxel`, the library's
+/// convention) unless stated otherwise. The matrix is the Jacobian of φ in physical
+/// coordinates x = s ∘ p (s the grid spacing):
+/// - voxel u:    J_ij = δ_ij + (s_i / s_j) ∂u_i/∂p_j, i.e. J = S (I + D_p u) S⁻¹;
+/// - physical u: J_ij = δ_ij + ∂u_i/∂p_j / s_j (ITK's UseImageSpacing convention).
+/// With voxel u the determinant det J = det(I + D_p u) does not depend on the spacing (it
+/// is computed without it); with unit spacing both conventions give J = I + D_p u.
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "../core/backend.hpp"
+#include "../core/field.hpp"
+
+namespace diffeo {
+
+/// The finite-difference scheme of a first derivative (see the header comment).
+enum class difference {
+  central,  ///< centred inside, first-order one-sided on the border (numpy.gradient)
+  forward   ///< u[i+1] - u[i], backward on the last voxel (Warping NODE)
+};
+
+/// What a displacement field's vectors are measured in.
+enum class displacement_units {
+  voxel,    ///< index units of the grid (the library's convention)
+  physical  ///< the grid's physical units (ITK's convention)
+};
+
+/// A `Dim`×`Dim` matrix, row-major: `m[i][j]` = ∂φ_i/∂x_j (row i is the gradient of
+/// component i). Laid out as Dim² scalars, so a field of them is a `(…, Dim, Dim)` array;
+/// `Eigen::Map<const Eigen::Matrix<S, Dim, Dim, Eigen::RowMajor>>(&J.m[0][0])` views one.
+template <class S, int Dim>
+struct jacobian_matrix {
+  S m[Dim][Dim];
+
+  DIFFEO_HD S& operator()(int i, int j) { return m[i][j]; }
+  DIFFEO_HD const S& operator()(int i, int j) const { return m[i][j]; }
+  /// The identity matrix (the Jacobian of u = 0).
+  DIFFEO_HD static constexpr jacobian_matrix identity() {
+    jacobian_matrix r{};
+    for (int i = 0; i < Dim; ++i) r.m[i][i] = S(1);
+    return r;
+  }
+};
+
+/// Determinant of a 2×2 or 3×3 matrix.
+template <class S, int Dim>
+DIFFEO_HD S determinant(const jacobian_matrix<S, Dim>& a);
+
+/// Cofactor matrix, `c[i][j]` = ∂det/∂a[i][j].
+template <class S, int Dim>
+DIFFEO_HD jacobian_matrix<S, Dim> cofactor(const jacobian_matrix<S, Dim>& a);
+
+/// Writes the Jacobian matrix of φ = id + u at every point into `out` (same extents).
+template <class Backend, class U, class S, int Dim>
+  requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>>
+void jacobian(Backend be, field_view<U, Dim> u, field_view<jacobian_matrix<S, Dim>, Dim> out,
+              difference d = difference::central,
+              displacement_units units = displacement_units::voxel);
+
+/// The Jacobian matrix field of φ = id + u, on `u`'s grid.
+template <class S, int Dim, class Backend>
+field<jacobian_matrix<S, Dim>, Dim, Backend> jacobian(
+    const vector_field<S, Dim, Backend>& u, difference d = difference::central,
+    displacement_units units = displacement_units::voxel);
+
+/// Writes det J at every point into `out` (a one-channel scalar field of `u`'s extents),
+/// in one pass over `u`.
+template <class Backend, class U, class S, int Dim>
+  requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>>
+void jacobian_det(Backend be, field_view<U, Dim> u, field_view<S, Dim> out,
+                  difference d = difference::central,
+                  displacement_units units = displacement_units::voxel);
+
+/// The Jacobian determinant of φ = id + u, on `u`'s grid.
+template <class S, int Dim, class Backend>
+image<S, Dim, Backend> jacobian_det(const vector_field<S, Dim, Backend>& u,
+                                    difference d = difference::central,
+                                    displacement_units units = displacement_units::voxel);
+
+/// VJP of `jacobian`: given ∂L/∂J per point, writes ∂L/∂u into `grad_u` (overwritten).
+template <class Backend, class U, class G, class S, int Dim>
+  requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>> &&
+           std::is_same_v<std::remove_const_t<G>, jacobian_matrix<S, Dim>>
+void jacobian_vjp(Backend be, field_view<U, Dim> u, field_view<G, Dim> grad_jacobian,
+                  vector_view<S, Dim> grad_u, difference d = difference::central,
+                  displacement_units units = displacement_units::voxel);
+
+/// VJP of `jacobian_det`: given ∂L/∂det per point, writes ∂L/∂u into `grad_u`
+/// (overwritten). Allocates one temporary matrix field.
+template <class Backend, class U, class G, class S, int Dim>
+  requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>> &&
+           std::is_same_v<std::remove_const_t<G>, S>
+void jacobian_det_vjp(Backend be, field_view<U, Dim> u, field_view<G, Dim> grad_det,
+                      vector_view<S, Dim> grad_u, difference d = difference::central,
+                      displacement_units units = displacement_units::voxel);
+
+/// Folding statistics of det J, gathered in one pass (accumulated in double).
+struct jacobian_stats {
+  index_t points = 0;     ///< points with a finite determinant
+  index_t folded = 0;     ///< of those, points with det J ≤ 0
+  index_t nonfinite = 0;  ///< points whose determinant is NaN or infinite (not in the rest)
+  double min = std::numeric_limits<double>::infinity();
+  double max = -std::numeric_limits<double>::infinity();
+  double sum = 0;  ///< Σ det J over the finite points
+  /// Fraction of the finite points with det J ≤ 0 (0 when there are none).
+  double folded_fraction() const { return points ? double(folded) / double(points) : 0.0; }
+  /// Mean determinant over the finite points.
+  double mean() const { return points ? sum / double(points) : 0.0; }
+};
+
+/// Folding statistics of φ = id + u: count and fraction of det J ≤ 0, min, max, mean.
+template <class Backend, class U, int Dim>
+  requires is_vector_element<U, Dim>
+jacobian_stats jacobian_stats_of(Backend be, field_view<U, Dim> u,
+                                 difference d = difference::central,
+                                 displacement_units units = displacement_units::voxel);
+
+// ------------------------------------------------------------------------------------------
+
+template <class S, int Dim>
+DIFFEO_HD S determinant(const jacobian_matrix<S, Dim>& a) {
+  if constexpr (Dim == 2) {
+    return a.m[0][0] * a.m[1][1] - a.m[0][1] * a.m[1][0];
+  } else {
+    return a.m[0][0] * (a.m[1][1] * a.m[2][2] - a.m[1][2] * a.m[2][1]) -
+           a.m[0][1] * (a.m[1][0] * a.m[2][2] - a.m[1][2] * a.m[2][0]) +
+           a.m[0][2] * (a.m[1][0] * a.m[2][1] - a.m[1][1] * a.m[2][0]);
+  }
+}
+
+template <class S, int Dim>
+DIFFEO_HD jacobian_matrix<S, Dim> cofactor(const jacobian_matrix<S, Dim>& a) {
+  jacobian_matrix<S, Dim> c{};
+  if constexpr (Dim == 2) {
+    c.m[0][0] = a.m[1][1];
+    c.m[0][1] = -a.m[1][0];
+    c.m[1][0] = -a.m[0][1];
+    c.m[1][1] = a.m[0][0];
+  } else {
+    // Cyclic indices give the signed 2×2 minors directly.
+    for (int i = 0; i < 3; ++i) {
+      const int i1 = (i + 1) % 3, i2 = (i + 2) % 3;
+      for (int j = 0; j < 3; ++j) {
+        const int j1 = (j + 1) % 3, j2 = (j + 2) % 3;
+        c.m[i][j] = a.m[i1][j1] * a.m[i2][j2] - a.m[i1][j2] * a.m[i2][j1];
+      }
+    }
+  }
+  return c;
+}
+
+namespace detail {
+
+/// Taps of the first difference at coordinate `x` of an axis of `n` points:
+/// derivative = `w * (f[hi] - f[lo])`.
+template <difference D, class S>
+DIFFEO_HD inline void diff_taps(index_t x, index_t n, index_t& lo, index_t& hi, S& w) {
+  if (n < 2) {
+    lo = hi = x;
+    w = S(0);
+    return;
+  }
+  if constexpr (D == difference::central) {
+    if (x == 0) {
+      lo = 0, hi = 1, w = S(1);
+    } else if (x == n - 1) {
+      lo = n - 2, hi = n - 1, w = S(1);
+    } else {
+      lo = x - 1, hi = x + 1, w = S(0.5);
+    }
+  } else {
+    if (x == n - 1)
+      lo = n - 2, hi = n - 1;
+    else
+      lo = x, hi = x + 1;
+    w = S(1);
+  }
+}
+
+/// M = I + c ∘ D_p u at point `i` (coordinates `p`): the per-entry factor `c` carries the
+/// spacing (all ones for the voxel-frame matrix).
+template <difference D, class S, int Dim>
+DIFFEO_HD jacobian_matrix<S, Dim> jacobian_at(const_vector_view<S, Dim> u, index_t i,
+                                              const index_vec<Dim>& p,
+                                              const jacobian_matrix<S, Dim>& c) {
+  jacobian_matrix<S, Dim> a;
+  index_t stride = 1;
+  for (int j = 0; j < Dim; ++j) {
+    index_t lo, hi;
+    S w;
+    diff_taps<D>(p[j], u.ext[j], lo, hi, w);
+    const vec<S, Dim> d = u[i + (hi - p[j]) * stride] - u[i + (lo - p[j]) * stride];
+    for (int k = 0; k < Dim; ++k) a.m[k][j] = S(k == j) + c.m[k][j] * (w * d[k]);
+    stride *= u.ext[j];
+  }
+  return a;
+}
+
+/// The spacing factors of `jacobian_at` for the requested frame; `for_det` drops them where
+/// the determinant does not depend on them (voxel displacements).
+template <class S, int Dim>
+jacobian_matrix<S, Dim> jacobian_scale(const vec<double, Dim>& s, displacement_units units,
+                                       bool for_det) {
+  jacobian_matrix<S, Dim> c;
+  for (int i = 0; i < Dim; ++i)
+    for (int j = 0; j < Dim; ++j) {
+      double f = 1;
+      if (units == displacement_units::physical)
+        f = 1.0 / s[j];
+      else if (!for_det)
+        f = s[i] / s[j];
+      c.m[i][j] = S(f);
+    }
+  return c;
+}
+
+/// Writes the Jacobian (`Det` false) or its determinant (`Det` true) per point. Thrust runs
+/// one point per thread; the CPU backends call `row`.
+template <difference D, class S, int Dim, bool Det>
+struct jacobian_kernel {
+  using out_type = std::conditional_t<Det, S, jacobian_matrix<S, Dim>>;
+  const_vector_view<S, Dim> u;
+  field_view<out_type, Dim> out;
+  jacobian_matrix<S, Dim> c;
+  DIFFEO_HD void store(index_t i, const jacobian_matrix<S, Dim>& a) const {
+    if constexpr (Det)
+      out[i] = determinant(a);
+    else
+      out[i] = a;
+  }
+  DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
+    store(i, jacobian_at<D>(u, i, p, c));
+  }
+  /// The whole row starting at point `i` (coordinates `p`, `p[0] == 0`) of `n` points: the
+  /// CPU backends' form (see `row_kernel`). Points whose neighbours are all on the grid take
+  /// a branch-free loop; the rest the general path.
+  void row(index_t i, index_vec<Dim> p, index_t n) const {
+    bool inside = n >= 3;
+    for (int a = 1; a < Dim; ++a) inside = inside && p[a] >= 1 && p[a] + 1 < u.ext[a];
+    if (inside) {
+      (*this)(i, p);
+      interior(i + 1, n - 2);
+      p[0] = n - 1;
+      (*this)(i + n - 1, p);
+      return;
+    }
+    for (index_t x = 0; x < n; ++x) {
+      p[0] = x;
+      (*this)(i + x, p);
+    }
+  }
+  /// Points [i, i + count) of one row, all with on-grid neighbours: the differences of
+  /// `jacobian_at` with fixed offsets, written out so the compiler can vectorize the loop.
+  void interior(index_t i, index_t count) const {
+    index_t stride[Dim];
+    stride[0] = 1;
+    for (int a = 1; a < Dim; ++a) stride[a] = stride[a - 1] * u.ext[a - 1];
+    const S* v = reinterpret_cast<const S*>(u.data);
+    const S w = D == difference::central ? S(0.5) : S(1);
+    for (index_t k = i; k < i + count; ++k) {
+      jacobian_matrix<S, Dim> a;
+      for (int j = 0; j < Dim; ++j) {
+        const S* hi = v + (k + stride[j]) * Dim;
+        const S* lo = v + (D == difference::central ? k - stride[j] : k) * Dim;
+        for (int r = 0; r < Dim; ++r) a.m[r][j] = S(r == j) + c.m[r][j] * (w * (hi[r] - lo[r]));
+      }
+      store(k, a);
+    }
+  }
+};
+
+/// ∂L/∂M = (∂L/∂det) cof(M) per point: the first pass of `jacobian_det_vjp`.
+template <difference D, class S, int Dim>
+struct det_adjoint_kernel {
+  const_vector_view<S, Dim> u;
+  field_view<const S, Dim> grad_det;
+  field_view<jacobian_matrix<S, Dim>, Dim> grad_m;
+  jacobian_matrix<S, Dim> c;
+  DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
+    jacobian_matrix<S, Dim> g = cofactor(jacobian_at<D>(u, i, p, c));
+    for (int a = 0; a < Dim; ++a)
+      for (int b = 0; b < Dim; ++b) g.m[a][b] *= grad_det[i];
+    grad_m[i] = g;
+  }
+};
+
+/// Adjoint of M = I + c ∘ D_p u as a gather: ∂L/∂u(q)_k = Σ_j Σ_p c_kj ∂L/∂M_kj(p) ·
+/// ∂(D_p u)_kj(p)/∂u_k(q). Each derivative reaches at most one voxel away along its axis,
+/// so the points p that read q are q and its two neighbours along each axis.
+template <difference D, class S, int Dim>
+struct jacobian_adjoint_kernel {
+  field_view<const jacobian_matrix<S, Dim>, Dim> grad_m;
+  vector_view<S, Dim> grad_u;
+  jacobian_matrix<S, Dim> c;
+  DIFFEO_HD void operator()(index_t q, const index_vec<Dim>& p) const {
+    vec<S, Dim> acc = vec<S, Dim>::zero();
+    index_t stride = 1;
+    for (int j = 0; j < Dim; ++j) {
+      const index_t n = grad_u.ext[j], x = p[j];
+      for (index_t y = x - 1; y <= x + 1; ++y) {
+        if (y < 0 || y >= n) continue;
+        index_t lo, hi;
+        S w;
+        diff_taps<D>(y, n, lo, hi, w);
+        const S s = (hi == x ? w : S(0)) - (lo == x ? w : S(0));
+        if (s == S(0)) continue;
+        const jacobian_matrix<S, Dim>& g = grad_m[q + (y - x) * stride];
+        for (int k = 0; k < Dim; ++k) acc[k] += s * c.m[k][j] * g.m[k][j];
+      }
+      stride *= n;
+    }
+    grad_u[q] = acc;
+  }
+};
+
+/// The partial statistics of one point, and their combination (for transform_reduce).
+struct stats_partial {
+  index_t points, folded, nonfinite;
+  double min, max, sum;
+};
+struct stats_combine {
+  DIFFEO_HD stats_partial operator()(const stats_partial& a, const stats_partial& b) const {
+    return {a.points + b.points, a.folded + b.folded, a.nonfinite + b.nonfinite,
+            a.min < b.min ? a.min : b.min, a.max > b.max ? a.max : b.max, a.sum + b.sum};
+  }
+};
+inline stats_partial stats_identity() {
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  return {0, 0, 0, inf, -inf, 0.0};
+}
+
+template <difference D, class S, int Dim>
+struct jacobian_stats_map {
+  const_vector_view<S, Dim> u;
+  jacobian_matrix<S, Dim> c;
+  DIFFEO_HD stats_partial operator()(index_t i) const {
+    using std::isfinite;
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    const double j = double(determinant(jacobian_at<D>(u, i, u.ext.unravel(i), c)));
+    if (!isfinite(j)) return {0, 0, 1, inf, -inf, 0.0};
+    return {1, j <= 0 ? 1 : 0, 0, j, j, j};
+  }
+};
+
+/// Calls `f(std::integral_constant<difference, D>{})` with the scheme as a template
+/// argument, so kernels carry no run-time branch on it.
+template <class F>
+decltype(auto) with_difference(difference d, F&& f) {
+  if (d == difference::forward)
+    return f(std::integral_constant<difference, difference::forward>{});
+  return f(std::integral_constant<difference, difference::central>{});
+}
+
+template <class V>
+void require_output(const V& out, const std::string& where) {
+  if (out.data == nullptr) throw value_error(where + ": null data pointer");
+  if (out.channels != 1)
+    throw shape_error(where + ": expected one channel, got " + std::to_string(out.channels));
+}
+
+}  // namespace detail
+
+template <class Backend, class U, class S, int Dim>
+  requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>>
+void jacobian(Backend be, field_view<U, Dim> u, field_view<jacobian_matrix<S, Dim>, Dim> out,
+              difference d, displacement_units units) {
+  require_valid(u, "jacobian(u)");
+  require_same_extents(u, out, "jacobian(u, out)");
+  detail::require_output(out, "jacobian(out)");
+  const auto c = detail::jacobian_scale<S, Dim>(u.spacing, units, false);
+  detail::with_difference(d, [&](auto D) {
+    using kernel = detail::jacobian_kernel<D.value, S, Dim, false>;
+    for_each_point(be, u.ext, kernel{as_const(u), out, c});
+  });
+}
+
+template <class S, int Dim, class Backend>
+field<jacobian_matrix<S, Dim>, Dim, Backend> jacobian(const vector_field<S, Dim, Backend>& u,
+                                                      difference d, displacement_units units) {
+  field<jacobian_matrix<S, Dim>, Dim, Backend> out(u.geometry());
+  jacobian(Backend{}, u.view(), out.view(), d, units);
+  return out;
+}
+
+template <class Backend, class U, class S, int Dim>
+  requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>>
+void jacobian_det(Backend be, field_view<U, Dim> u, field_view<S, Dim> out, difference d,
+                  displacement_units units) {
+  require_valid(u, "jacobian_det(u)");
+  require_same_extents(u, out, "jacobian_det(u, out)");
+  detail::require_output(out, "jacobian_det(out)");
+  const auto c = detail::jacobian_scale<S, Dim>(u.spacing, units, true);
+  detail::with_difference(d, [&](auto D) {
+    using kernel = detail::jacobian_kernel<D.value, S, Dim, true>;
+    for_each_point(be, u.ext, kernel{as_const(u), out, c});
+  });
+}
+
+template <class S, int Dim, class Backend>
+image<S, Dim, Backend> jacobian_det(const vector_field<S, Dim, Backend>& u, difference d,
+                                    displacement_units units) {
+  image<S, Dim, Backend> out(u.geometry());
+  jacobian_det(Backend{}, u.view(), out.view(), d, units);
+  return out;
+}
+
+template <class Backend, class U, class G, class S, int Dim>
+  requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>> &&
+           std::is_same_v<std::remove_const_t<G>, jacobian_matrix<S, Dim>>
+void jacobian_vjp(Backend be, field_view<U, Dim> u, field_view<G, Dim> grad_jacobian,
+                  vector_view<S, Dim> grad_u, difference d, displacement_units units) {
+  require_valid(u, "jacobian_vjp(u)");
+  require_same_extents(u, grad_jacobian, "jacobian_vjp(u, grad_jacobian)");
+  require_same_extents(u, grad_u, "jacobian_vjp(u, grad_u)");
+  detail::require_output(grad_jacobian, "jacobian_vjp(grad_jacobian)");
+  detail::require_output(grad_u, "jacobian_vjp(grad_u)");
+  const auto c = detail::jacobian_scale<S, Dim>(u.spacing, units, false);
+  detail::with_difference(d, [&](auto D) {
+    using kernel = detail::jacobian_adjoint_kernel<D.value, S, Dim>;
+    for_each_point(be, u.ext, kernel{as_const(grad_jacobian), grad_u, c});
+  });
+}
+
+template <class Backend, class U, class G, class S, int Dim>
+  requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>> &&
+           std::is_same_v<std::remove_const_t<G>, S>
+void jacobian_det_vjp(Backend be, field_view<U, Dim> u, field_view<G, Dim> grad_det,
+                      vector_view<S, Dim> grad_u, difference d, displacement_units units) {
+  require_valid(u, "jacobian_det_vjp(u)");
+  require_same_extents(u, grad_det, "jacobian_det_vjp(u, grad_det)");
+  require_same_extents(u, grad_u, "jacobian_det_vjp(u, grad_u)");
+  detail::require_output(grad_det, "jacobian_det_vjp(grad_det)");
+  detail::require_output(grad_u, "jacobian_det_vjp(grad_u)");
+  const auto c = detail::jacobian_scale<S, Dim>(u.spacing, units, true);
+  field<jacobian_matrix<S, Dim>, Dim, Backend> grad_m(grid<Dim>{u.ext});
+  detail::with_difference(d, [&](auto D) {
+    using first = detail::det_adjoint_kernel<D.value, S, Dim>;
+    using second = detail::jacobian_adjoint_kernel<D.value, S, Dim>;
+    for_each_point(be, u.ext, first{as_const(u), as_const(grad_det), grad_m.view(), c});
+    for_each_point(be, u.ext, second{as_const(grad_m.view()), grad_u, c});
+  });
+}
+
+template <class Backend, class U, int Dim>
+  requires is_vector_element<U, Dim>
+jacobian_stats jacobian_stats_of(Backend be, field_view<U, Dim> u, difference d,
+                                 displacement_units units) {
+  using S = scalar_of<U>;
+  require_valid(u, "jacobian_stats_of(u)");
+  const auto c = detail::jacobian_scale<S, Dim>(u.spacing, units, true);
+  const detail::stats_partial r = detail::with_difference(d, [&](auto D) {
+    return transform_reduce(be, u.points(), detail::stats_identity(),
+                            detail::jacobian_stats_map<D.value, S, Dim>{as_const(u), c},
+                            detail::stats_combine{});
+  });
+  jacobian_stats s;
+  s.points = r.points;
+  s.folded = r.folded;
+  s.nonfinite = r.nonfinite;
+  s.min = r.min;
+  s.max = r.max;
+  s.sum = r.sum;
+  return s;
+}
+
+}  // namespace diffeo

@@ -1,0 +1,346 @@
+#pragma once
+/// Gaussian smoothing of images (any channel count) and vector fields, separable (one 1D
+/// pass per axis), with its exact adjoint.
+///
+///   auto s = smooth(u, gaussian_kernel<2>(1.5));                         // σ = 1.5 voxels
+///   smooth(be, in, out, gaussian_kernel<3>({{1, 1, 2}}, length_units::physical),
+///          boundary::reflection{});
+///
+/// The kernel along axis a is w_k ∝ exp(-k² / (2σ_a²)) for |k| ≤ r_a = ceil(truncate σ_a),
+/// normalized to sum 1, with σ_a in voxels (σ / spacing_a when given in physical units).
+/// The default truncate = 4 is scipy.ndimage's. Taps off the grid follow the boundary
+/// policy of sample/boundary.hpp: `zeros` reads 0 (the kernel is not renormalized, so
+/// values fade near the border), `border` repeats the edge voxel (ITK's zero-flux Neumann,
+/// scipy's 'nearest'), `reflection` mirrors about the edge voxel centres (scipy's
+/// 'mirror'); the last two preserve constants.
+///
+/// Smoothing is linear; `smooth_vjp` applies its transpose S^T. With `zeros` the symmetric
+/// kernel makes S self-adjoint; with `border` or `reflection` it is not, and the transpose
+/// gathers the folded taps exactly. Vector fields are smoothed component by component.
+
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "../core/backend.hpp"
+#include "../core/field.hpp"
+#include "../sample/boundary.hpp"
+
+namespace diffeo {
+
+/// Units of a length given to a field op: voxels, or the grid's physical units (spacing).
+enum class length_units { voxel, physical };
+
+/// A Gaussian kernel: σ per axis (x first), its units, and the truncation radius in σ.
+template <int Dim>
+struct gaussian_kernel {
+  vec<double, Dim> sigma;
+  length_units units = length_units::voxel;
+  double truncate = 4.0;
+
+  /// Isotropic: σ on every axis.
+  gaussian_kernel(double s, length_units u = length_units::voxel, double t = 4.0)
+      : sigma(vec<double, Dim>::filled(s)), units(u), truncate(t) {}
+  /// σ per axis.
+  gaussian_kernel(const vec<double, Dim>& s, length_units u = length_units::voxel,
+                  double t = 4.0)
+      : sigma(s), units(u), truncate(t) {}
+};
+
+/// Smooths `in` into `out` (same extents and channels; `out` may be `in`).
+template <class Boundary = boundary::border, class Backend, class In, class T, int Dim>
+  requires std::is_same_v<std::remove_const_t<In>, T>
+void smooth(Backend be, field_view<In, Dim> in, field_view<T, Dim> out,
+            const std::type_identity_t<gaussian_kernel<Dim>>& g, Boundary = {});
+
+/// `in` smoothed, as a new field on its grid.
+template <class Boundary = boundary::border, class T, int Dim, class Backend>
+field<T, Dim, Backend> smooth(const field<T, Dim, Backend>& in,
+                              const std::type_identity_t<gaussian_kernel<Dim>>& g,
+                              Boundary = {});
+
+/// The transpose of `smooth`: writes S^T grad_out into `grad_in` (`grad_in` may be
+/// `grad_out`).
+template <class Boundary = boundary::border, class Backend, class G, class T, int Dim>
+  requires std::is_same_v<std::remove_const_t<G>, T>
+void smooth_vjp(Backend be, field_view<G, Dim> grad_out, field_view<T, Dim> grad_in,
+                const std::type_identity_t<gaussian_kernel<Dim>>& g, Boundary = {});
+
+/// Normalized 1D Gaussian weights w[0, 2r] for σ in voxels, r = ceil(truncate σ).
+inline std::vector<double> gaussian_weights(double sigma, double truncate = 4.0);
+
+// ------------------------------------------------------------------------------------------
+
+inline std::vector<double> gaussian_weights(double sigma, double truncate) {
+  const auto r = static_cast<index_t>(std::ceil(truncate * sigma));
+  std::vector<double> w(static_cast<std::size_t>(2 * r + 1));
+  double sum = 0;
+  for (index_t k = -r; k <= r; ++k)
+    sum += w[k + r] = std::exp(-0.5 * double(k * k) / (sigma * sigma));
+  for (double& x : w) x /= sum;
+  return w;
+}
+
+namespace detail {
+
+/// Linear index (in `ext`) of `p` with its coordinate along `axis` set to 0, and the
+/// stride of that axis.
+template <int Dim>
+DIFFEO_HD void axis_line(const extents<Dim>& ext, index_vec<Dim> p, int axis, index_t& base,
+                         index_t& stride) {
+  p[axis] = 0;
+  base = ext.linear(p);
+  stride = 1;
+  for (int a = 0; a < axis; ++a) stride *= ext[a];
+}
+
+/// One 1D pass along `axis`: y(p) = Σ_k w_k x(p with coordinate step·p_axis - r + k),
+/// taps mapped by `Boundary`. `x` and `y` differ in extent along `axis` only; each holds
+/// `width` interleaved scalars per point.
+template <class Boundary, class S, int Dim>
+struct conv_axis_kernel {
+  const S* x;
+  S* y;
+  extents<Dim> x_ext;
+  int axis;
+  int width;
+  index_t step;
+  const S* w;
+  index_t radius;
+  DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
+    index_t base, stride;
+    axis_line(x_ext, p, axis, base, stride);
+    const index_t n = x_ext[axis], first = step * p[axis] - radius, taps = 2 * radius + 1;
+    const S* src = x + base * width;
+    const index_t sw = stride * width;
+    S* out = y + i * width;
+    if (first >= 0 && first + taps <= n) {
+      for (int c = 0; c < width; ++c) {
+        S acc = 0;
+        for (index_t k = 0; k < taps; ++k) acc += w[k] * src[(first + k) * sw + c];
+        out[c] = acc;
+      }
+    } else {
+      for (int c = 0; c < width; ++c) {
+        S acc = 0;
+        for (index_t k = 0; k < taps; ++k) {
+          bool valid;
+          const index_t m = boundary_map<Boundary>::apply(first + k, n, valid);
+          if (valid) acc += w[k] * src[m * sw + c];
+        }
+        out[c] = acc;
+      }
+    }
+  }
+  /// The CPU backends' form (see `row_kernel`): the output row starting at point `i`
+  /// (coordinates `p`, `p[0] == 0`) of `n` points, as weighted sums of shifted input rows,
+  /// so the inner loops run over contiguous memory.
+  void row(index_t i, index_vec<Dim> p, index_t n) const {
+    S* out = y + i * width;
+    const index_t taps = 2 * radius + 1, len = n * width;
+    for (index_t t = 0; t < len; ++t) out[t] = S(0);
+    if (axis != 0) {
+      const index_t first = step * p[axis] - radius;
+      for (index_t k = 0; k < taps; ++k) {
+        bool valid;
+        index_vec<Dim> q = p;
+        q[axis] = boundary_map<Boundary>::apply(first + k, x_ext[axis], valid);
+        if (!valid) continue;
+        const S* src = x + x_ext.linear(q) * width;
+        const S wk = w[k];
+        for (index_t t = 0; t < len; ++t) out[t] += wk * src[t];
+      }
+      return;
+    }
+    // Along x: outputs [a, b) have all their taps on the row; the others take the point path.
+    const index_t nx = x_ext[0];
+    index_t a = (radius + step - 1) / step;
+    index_t b = nx - radius - 1 >= 0 ? (nx - radius - 1) / step + 1 : 0;
+    a = a < n ? a : n;
+    b = b < n ? b : n;
+    b = b > a ? b : a;
+    for (index_t xo = 0; xo < a; ++xo) p[0] = xo, (*this)(i + xo, p);
+    for (index_t xo = b; xo < n; ++xo) p[0] = xo, (*this)(i + xo, p);
+    p[0] = 0;
+    const S* src = x + x_ext.linear(p) * width;
+    for (index_t k = 0; k < taps; ++k) {
+      const S wk = w[k];
+      if (step == 1) {
+        const S* s = src + (k - radius) * width;
+        for (index_t t = a * width; t < b * width; ++t) out[t] += wk * s[t];
+      } else {
+        for (index_t xo = a; xo < b; ++xo) {
+          const S* s = src + (step * xo - radius + k) * width;
+          for (int c = 0; c < width; ++c) out[xo * width + c] += wk * s[c];
+        }
+      }
+    }
+  }
+};
+
+/// The transpose of `conv_axis_kernel`, as a gather over x's points: every output whose
+/// taps reach x(p). Boundary maps are 1-Lipschitz and fix the grid, so a tap centred at c
+/// reaches p only if |c - p_axis| ≤ r; outputs whose taps all lie on the grid use the
+/// kernel directly, the others sum the weights of the taps that fold onto p.
+template <class Boundary, class S, int Dim>
+struct conv_axis_adjoint_kernel {
+  const S* y;
+  S* x;
+  extents<Dim> y_ext;
+  index_t n;  // x's extent along `axis`
+  int axis;
+  int width;
+  index_t step;
+  const S* w;
+  index_t radius;
+  DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
+    index_t base, stride;
+    axis_line(y_ext, p, axis, base, stride);
+    const index_t xp = p[axis], m = y_ext[axis], taps = 2 * radius + 1;
+    const index_t lo_c = xp - radius, hi_c = xp + radius;
+    const index_t o_lo = lo_c <= 0 ? 0 : (lo_c + step - 1) / step;
+    const index_t o_hi = hi_c / step < m - 1 ? hi_c / step : m - 1;
+    const S* src = y + base * width;
+    const index_t sw = stride * width;
+    S* out = x + i * width;
+    for (int c = 0; c < width; ++c) out[c] = S(0);
+    for (index_t o = o_lo; o <= o_hi; ++o) {
+      const index_t first = step * o - radius;
+      S a = 0;
+      if (first >= 0 && first + taps <= n) {
+        a = w[xp - first];
+      } else {
+        for (index_t k = 0; k < taps; ++k) {
+          bool valid;
+          const index_t mk = boundary_map<Boundary>::apply(first + k, n, valid);
+          if (valid && mk == xp) a += w[k];
+        }
+      }
+      if (a == S(0)) continue;
+      for (int c = 0; c < width; ++c) out[c] += a * src[o * sw + c];
+    }
+  }
+};
+
+/// A separable linear filter: one 1D pass per axis (kernel `w[a]`, stride `step` along
+/// every axis) from `x_ext` to `y_ext`, forward or transposed.
+template <class S, int Dim>
+struct separable_filter {
+  extents<Dim> x_ext, y_ext;
+  int width;
+  index_t step;
+  std::vector<double> w[Dim];
+
+  /// Extents after the passes along axes [0, a).
+  extents<Dim> stage(int a) const {
+    extents<Dim> e = x_ext;
+    for (int b = 0; b < a; ++b) e[b] = y_ext[b];
+    return e;
+  }
+
+  /// y = F x (forward) or x = F^T y (transposed); `from` and `to` may alias.
+  template <class Boundary, class Backend>
+  void apply(Backend be, const S* from, S* to, bool transposed) const {
+    field<S, 2, Backend> weights[Dim];
+    for (int a = 0; a < Dim; ++a) {
+      const auto n = static_cast<index_t>(w[a].size());
+      std::vector<S> h(w[a].begin(), w[a].end());
+      weights[a] = field<S, 2, Backend>(make_extents(n, 1));
+      copy_between(backend::serial{}, h.data(), n, Backend{}, weights[a].data());
+    }
+    // Every pass writes a fresh buffer, so `from` and `to` may be the same memory.
+    field<S, Dim, Backend> tmp[Dim - 1];
+    const S* src = from;
+    for (int s = 0; s < Dim; ++s) {
+      const int a = transposed ? Dim - 1 - s : s;
+      const extents<Dim> out_ext = transposed ? stage(a) : stage(a + 1);
+      S* dst = to;
+      if (s + 1 < Dim) {
+        tmp[s] = field<S, Dim, Backend>(out_ext, width);
+        dst = tmp[s].data();
+      }
+      const index_t r = (static_cast<index_t>(w[a].size()) - 1) / 2;
+      if (transposed)
+        for_each_point(be, out_ext,
+                       conv_axis_adjoint_kernel<Boundary, S, Dim>{
+                           src, dst, stage(a + 1), x_ext[a], a, width, step, weights[a].data(), r});
+      else
+        for_each_point(be, out_ext,
+                       conv_axis_kernel<Boundary, S, Dim>{src, dst, stage(a), a, width, step,
+                                                          weights[a].data(), r});
+      src = dst;
+    }
+  }
+};
+
+/// σ per axis in voxels, checked; `where` names the function.
+template <int Dim>
+vec<double, Dim> sigma_in_voxels(const gaussian_kernel<Dim>& g, const vec<double, Dim>& spacing,
+                                 const std::string& where) {
+  if (!(g.truncate > 0) || !std::isfinite(g.truncate))
+    throw value_error(where + ": truncate must be positive and finite, got " +
+                      std::to_string(g.truncate));
+  vec<double, Dim> s;
+  for (int a = 0; a < Dim; ++a) {
+    if (!(g.sigma[a] > 0) || !std::isfinite(g.sigma[a]))
+      throw value_error(where + ": sigma must be positive and finite, got " +
+                        std::to_string(g.sigma[a]) + " along axis " + std::to_string(a));
+    s[a] = g.units == length_units::physical ? g.sigma[a] / spacing[a] : g.sigma[a];
+  }
+  return s;
+}
+
+template <class A, class B>
+void require_filter_args(const A& a, const B& b, const std::string& f, const char* an,
+                         const char* bn) {
+  require_valid(a, f + "(" + an + ")");
+  require_same_extents(a, b, f + "(" + an + ", " + bn + ")");
+  require_same_channels(a, b, f + "(" + an + ", " + bn + ")");
+  if (b.data == nullptr) throw value_error(f + "(" + bn + "): null data pointer");
+}
+
+template <class T, int Dim>
+separable_filter<scalar_of<T>, Dim> gaussian_filter(const extents<Dim>& ext, int channels,
+                                                    const vec<double, Dim>& sigma_vox,
+                                                    double truncate) {
+  separable_filter<scalar_of<T>, Dim> f{ext, ext, channels * components<T>::count, 1, {}};
+  for (int a = 0; a < Dim; ++a) f.w[a] = gaussian_weights(sigma_vox[a], truncate);
+  return f;
+}
+
+}  // namespace detail
+
+template <class Boundary, class Backend, class In, class T, int Dim>
+  requires std::is_same_v<std::remove_const_t<In>, T>
+void smooth(Backend be, field_view<In, Dim> in, field_view<T, Dim> out,
+            const std::type_identity_t<gaussian_kernel<Dim>>& g, Boundary) {
+  using S = scalar_of<T>;
+  detail::require_filter_args(in, out, "smooth", "in", "out");
+  const auto sigma = detail::sigma_in_voxels(g, in.spacing, "smooth(g)");
+  detail::gaussian_filter<T>(in.ext, in.channels, sigma, g.truncate)
+      .template apply<Boundary>(be, reinterpret_cast<const S*>(in.data),
+                                reinterpret_cast<S*>(out.data), false);
+}
+
+template <class Boundary, class T, int Dim, class Backend>
+field<T, Dim, Backend> smooth(const field<T, Dim, Backend>& in,
+                              const std::type_identity_t<gaussian_kernel<Dim>>& g, Boundary) {
+  field<T, Dim, Backend> out(in.geometry(), in.channels());
+  smooth<Boundary>(Backend{}, in.view(), out.view(), g);
+  return out;
+}
+
+template <class Boundary, class Backend, class G, class T, int Dim>
+  requires std::is_same_v<std::remove_const_t<G>, T>
+void smooth_vjp(Backend be, field_view<G, Dim> grad_out, field_view<T, Dim> grad_in,
+                const std::type_identity_t<gaussian_kernel<Dim>>& g, Boundary) {
+  using S = scalar_of<T>;
+  detail::require_filter_args(grad_out, grad_in, "smooth_vjp", "grad_out", "grad_in");
+  const auto sigma = detail::sigma_in_voxels(g, grad_out.spacing, "smooth_vjp(g)");
+  detail::gaussian_filter<T>(grad_out.ext, grad_out.channels, sigma, g.truncate)
+      .template apply<Boundary>(be, reinterpret_cast<const S*>(grad_out.data),
+                                reinterpret_cast<S*>(grad_in.data), true);
+}
+
+}  // namespace diffeo

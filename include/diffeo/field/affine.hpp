@@ -11,10 +11,9 @@
 /// u(p) = (A - I)(p - c) + t. The fit minimizes Σ_p w(p) |A (p - c) + c + t - (p + u(p))|²
 /// over A and t for a given centre: the normal equations are accumulated in double in one
 /// pass (coordinates relative to the grid centre, for conditioning) and solved on the host
-/// with Eigen.
+/// (Cholesky).
 
 #include <Eigen/Core>
-#include <Eigen/LU>
 
 #include <cmath>
 #include <string>
@@ -243,18 +242,54 @@ normal_sums<Dim> accumulate_normal_sums(Backend be, field_view<U, Dim> u, field_
   return transform_reduce(be, ext.count(), normal_sums<Dim>{}, map, sums_plus{});
 }
 
+/// Cholesky factor of the normal matrix M (symmetric, positive semi-definite), checked for
+/// rank: a pivot below 1e-12 of the largest diagonal entry means the weighted points do
+/// not determine an affine map. Written out (N ≤ 4) rather than taken from Eigen's
+/// decompositions, whose solvers nvcc flags as host code called from device functions.
+template <int N>
+struct normal_cholesky {
+  Eigen::Matrix<double, N, N> l = Eigen::Matrix<double, N, N>::Zero();
+
+  /// M⁻¹ b, by forward and back substitution.
+  template <int C>
+  Eigen::Matrix<double, N, C> solve(const Eigen::Matrix<double, N, C>& b) const {
+    Eigen::Matrix<double, N, C> x = b;
+    for (int c = 0; c < C; ++c) {
+      for (int i = 0; i < N; ++i) {
+        for (int k = 0; k < i; ++k) x(i, c) -= l(i, k) * x(k, c);
+        x(i, c) /= l(i, i);
+      }
+      for (int i = N - 1; i >= 0; --i) {
+        for (int k = i + 1; k < N; ++k) x(i, c) -= l(k, i) * x(k, c);
+        x(i, c) /= l(i, i);
+      }
+    }
+    return x;
+  }
+};
+
 template <int Dim>
-Eigen::FullPivLU<Eigen::Matrix<double, Dim + 1, Dim + 1>> factor_normal_matrix(
-    const normal_sums<Dim>& s, const std::string& where) {
-  Eigen::Matrix<double, Dim + 1, Dim + 1> m;
-  for (int r = 0; r <= Dim; ++r)
-    for (int c = 0; c <= Dim; ++c) m(r, c) = s.v[normal_layout<Dim>::m + r * (Dim + 1) + c];
-  Eigen::FullPivLU<Eigen::Matrix<double, Dim + 1, Dim + 1>> lu(m);
-  lu.setThreshold(1e-12);
-  if (lu.rank() < Dim + 1)
-    throw value_error(where + ": the (weighted) points do not determine an affine map: they "
-                              "have no weight or lie on a line or plane");
-  return lu;
+normal_cholesky<Dim + 1> factor_normal_matrix(const normal_sums<Dim>& s,
+                                              const std::string& where) {
+  constexpr int N = Dim + 1;
+  const auto m = [&](int r, int c) { return s.v[normal_layout<Dim>::m + r * N + c]; };
+  double largest = 0;
+  for (int i = 0; i < N; ++i) largest = m(i, i) > largest ? m(i, i) : largest;
+  normal_cholesky<N> f;
+  for (int j = 0; j < N; ++j) {
+    double d = m(j, j);
+    for (int k = 0; k < j; ++k) d -= f.l(j, k) * f.l(j, k);
+    if (!(d > 1e-12 * largest))
+      throw value_error(where + ": the (weighted) points do not determine an affine map: they "
+                                "have no weight or lie on a line or plane");
+    f.l(j, j) = std::sqrt(d);
+    for (int i = j + 1; i < N; ++i) {
+      double e = m(i, j);
+      for (int k = 0; k < j; ++k) e -= f.l(i, k) * f.l(j, k);
+      f.l(i, j) = e / f.l(j, j);
+    }
+  }
+  return f;
 }
 
 template <class Backend, class U, class W, int Dim>
@@ -267,11 +302,11 @@ affine_map<Dim> affine_fit_impl(Backend be, field_view<U, Dim> u, field_view<W, 
                       std::to_string(static_cast<long long>(bad)) +
                       " points with a non-finite value" +
                       (w.data ? " or a negative or non-finite weight" : ""));
-  const auto lu = factor_normal_matrix<Dim>(s, w.data ? "affine_fit(weight)" : "affine_fit(u)");
+  const auto chol = factor_normal_matrix<Dim>(s, w.data ? "affine_fit(weight)" : "affine_fit(u)");
   Eigen::Matrix<double, Dim + 1, Dim> b;
   for (int r = 0; r <= Dim; ++r)
     for (int k = 0; k < Dim; ++k) b(r, k) = s.v[normal_layout<Dim>::b + r * Dim + k];
-  const Eigen::Matrix<double, Dim + 1, Dim> x = lu.solve(b);
+  const Eigen::Matrix<double, Dim + 1, Dim> x = chol.solve(b);
   // u ≈ D z + e with z = p - mid; the map's form u = D (p - c) + t gives t = e + D (c - mid).
   const Eigen::Matrix<double, Dim, Dim> d = x.template topRows<Dim>().transpose();
   Eigen::Matrix<double, Dim, 1> mid;
@@ -373,7 +408,7 @@ void affine_fit_vjp(Backend be, field_view<W, Dim> weight, const affine_gradient
                                                 grad_u.ext);
   if (s.v[detail::normal_layout<Dim>::bad] > 0)
     throw value_error("affine_fit_vjp(weight): negative or non-finite weights");
-  const auto lu = detail::factor_normal_matrix<Dim>(s, "affine_fit_vjp(weight)");
+  const auto chol = detail::factor_normal_matrix<Dim>(s, "affine_fit_vjp(weight)");
   // Back through t = e + D (c - mid) and A = I + D to X = [Dᵀ; eᵀ], then through
   // X = M⁻¹ B (M symmetric): H = ∂L/∂B = M⁻¹ ∂L/∂X.
   Eigen::Matrix<double, Dim, 1> mid;
@@ -382,7 +417,7 @@ void affine_fit_vjp(Backend be, field_view<W, Dim> weight, const affine_gradient
   Eigen::Matrix<double, Dim + 1, Dim> gx;
   gx.template topRows<Dim>() = gd.transpose();
   gx.row(Dim) = grad.t.transpose();
-  const Eigen::Matrix<double, Dim + 1, Dim> h = lu.solve(gx);
+  const Eigen::Matrix<double, Dim + 1, Dim> h = chol.solve(gx);
   detail::affine_fit_vjp_kernel<std::add_const_t<W>, S, Dim> k{as_const(weight), grad_u, {}, {}};
   for (int r = 0; r <= Dim; ++r)
     for (int c = 0; c < Dim; ++c) k.h[r][c] = h(r, c);

@@ -7,12 +7,12 @@
 ///   integrate_const(rk4<State>{}, sys, x, t0, t1, dt, tape); // or integrate_adaptive
 ///   backprop(rk4<State>{}, sys, tape, dL_dx1, dL_dx0, &dL_dtheta);
 ///
-/// Memory: the tape holds the N+1 step points (N+1 states); the backward pass adds 2s-1
-/// states of workspace for an s-stage method (stage inputs and their adjoints), plus two
-/// parameter-sized buffers. Time: per step, the stage inputs are recomputed (s-1
-/// evaluations of f, s-2 for Dormand-Prince whose last stage has b = 0) and s
-/// vector-Jacobian products are taken; in total about one forward solve plus s·N VJPs.
-/// docs/ode.md has measured numbers.
+/// Memory: the tape holds the N+1 step points (N+1 states); the backward pass adds 2m+1
+/// states of workspace, m the stages up to the last nonzero weight (stage inputs, their
+/// adjoints, two more: 9 states for RK4, 13 for Dormand-Prince), plus two parameter-sized
+/// buffers. Time: per step, the stage inputs are recomputed (m-1 evaluations of f: 3 for
+/// RK4, 5 for Dormand-Prince) and m vector-Jacobian products are taken. docs/ode.md has
+/// measured numbers.
 
 #include <algorithm>
 #include <array>

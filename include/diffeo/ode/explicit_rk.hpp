@@ -27,8 +27,8 @@ constexpr int error_order_of() {
 
 /// An explicit Runge-Kutta stepper for the method `Tab` on states `State`. A stepper
 /// (`do_step`) for every tableau; also an error stepper (`do_step(..., xerr)`,
-/// `error_norm`) when `Tab` is embedded. It keeps `stages` states of workspace, sized on
-/// first use and reused.
+/// `error_norm`) when `Tab` is embedded. It keeps `stages + 1` states of workspace, sized
+/// on first use and reused (on the stack instead for fixed-size states).
 template <butcher_tableau Tab, ode_state State, class Time = double>
 class explicit_rk {
   static_assert(tableau_defect<Tab>() < 1e-14,

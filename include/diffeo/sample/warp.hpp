@@ -64,24 +64,30 @@ struct warp_kernel {
     else
       sample_channels(src, q, out.at(i), Interp{}, Boundary{});
   }
+#if defined(DIFFEO_HAVE_AVX2)
+  /// Blocks of 8 points of a row with AVX2, from x = 0; returns where it stopped.
+  DIFFEO_TARGET_AVX2 index_t row_avx2(index_t i, index_vec<Dim> p, index_t n) const {
+    index_t x = 0;
+    const linear_block_avx2<Dim> block(src);
+    for (; x + 8 <= n; x += 8) {
+      p[0] = x;
+      int rest = block(u.data + i + x, out.at(i + x), p);
+      for (; rest != 0; rest &= rest - 1) {  // boundary points: scalar path
+        const int l = __builtin_ctz(static_cast<unsigned>(rest));
+        p[0] = x + l;
+        (*this)(i + x + l, p);
+      }
+    }
+    return x;
+  }
+#endif
   /// One row on the CPU backends: 8 points at a time with AVX2 where it applies.
   void row(index_t i, index_vec<Dim> p, index_t n) const {
     index_t x = 0;
 #if defined(DIFFEO_HAVE_AVX2)
     if constexpr (std::is_same_v<Interp, interp::linear> && std::is_same_v<T, float> &&
                   std::is_same_v<S, float>) {
-      if (src.size() < (index_t(1) << 31)) {
-        const linear_block_avx2<Dim> block(src);
-        for (; x + 8 <= n; x += 8) {
-          p[0] = x;
-          int rest = block(u.data + i + x, out.at(i + x), p);
-          for (; rest != 0; rest &= rest - 1) {  // boundary points: scalar path
-            const int l = __builtin_ctz(static_cast<unsigned>(rest));
-            p[0] = x + l;
-            (*this)(i + x + l, p);
-          }
-        }
-      }
+      if (src.size() < (index_t(1) << 31) && cpu_has_avx2()) x = row_avx2(i, p, n);
     }
 #endif
     for (; x < n; ++x) {

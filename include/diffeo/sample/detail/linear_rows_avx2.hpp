@@ -2,19 +2,42 @@
 /// AVX2 rows of the linear pull-back for float images: 8 output points at a time, corners
 /// fetched with gathers. Only points whose corners all lie on the grid are computed here;
 /// the caller finishes the others (the boundary policy) with the scalar sampler.
-/// Compiled only where the translation unit enables AVX2 and FMA (e.g. -march=native).
+/// Compiled for AVX2 + FMA per function and chosen at run time on x86 with GCC or Clang
+/// (the whole translation unit when it is built with -mavx2 -mfma or -march=native);
+/// define DIFFEO_NO_RUNTIME_DISPATCH to keep only the scalar path.
 
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__CUDA_ARCH__)
 #  define DIFFEO_HAVE_AVX2 1
+#  define DIFFEO_TARGET_AVX2
+#elif (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(__CUDACC__) && !defined(DIFFEO_NO_RUNTIME_DISPATCH)
+// Not compiled for AVX2, but the CPU may have it: the AVX2 code is compiled for that target
+// per function and chosen at run time (as OpenCV and glibc do).
+#  define DIFFEO_HAVE_AVX2 1
+#  define DIFFEO_AVX2_RUNTIME 1
+#  define DIFFEO_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#endif
+
+#if defined(DIFFEO_HAVE_AVX2)
 #  include <immintrin.h>
 
 #  include "../../core/field_view.hpp"
 
 namespace diffeo::detail {
 
+/// Whether this CPU runs the AVX2 + FMA paths (always true when compiled for them).
+inline bool cpu_has_avx2() {
+#  if defined(DIFFEO_AVX2_RUNTIME)
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+#  else
+  return true;
+#  endif
+}
+
 /// Loads the displacement components of 8 consecutive points as one vector per axis.
 template <int Dim>
-inline void load_displacements_avx2(const vec<float, Dim>* u, __m256 (&c)[Dim]) {
+DIFFEO_TARGET_AVX2 inline void load_displacements_avx2(const vec<float, Dim>* u, __m256 (&c)[Dim]) {
   const float* f = reinterpret_cast<const float*>(u);
   if constexpr (Dim == 2) {
     const __m256 a = _mm256_loadu_ps(f), b = _mm256_loadu_ps(f + 8);
@@ -40,7 +63,7 @@ struct linear_block_avx2 {
   __m256i nx, ny, channels;
   index_t sy, sz;
 
-  explicit linear_block_avx2(const field_view<const float, Dim>& s) : src(s) {
+  DIFFEO_TARGET_AVX2 explicit linear_block_avx2(const field_view<const float, Dim>& s) : src(s) {
     for (int a = 0; a < Dim; ++a) lim[a] = _mm256_set1_ps(float(s.ext[a] - 1));
     nx = _mm256_set1_epi32(int(s.ext[0]));
     ny = _mm256_set1_epi32(int(Dim == 3 ? s.ext[1] : 1));
@@ -50,10 +73,20 @@ struct linear_block_avx2 {
   }
 
   /// Output points p .. p + 7 along x (displacements `u[0, 8)`, output `out[0, 8 C)`).
-  int operator()(const vec<float, Dim>* u, float* out, const index_vec<Dim>& p) const {
+  DIFFEO_TARGET_AVX2 static __m256 lerp_x(const float* row, __m256i idx, int C, __m256 t) {
+    const __m256 v0 = _mm256_i32gather_ps(row, idx, 4);
+    const __m256 v1 = _mm256_i32gather_ps(row + C, idx, 4);
+    return _mm256_fmadd_ps(_mm256_sub_ps(v1, v0), t, v0);
+  }
+
+  /// With `scale`, the displacements are `scale · u` (exp's fused scaling).
+  DIFFEO_TARGET_AVX2 int operator()(const vec<float, Dim>* u, float* out, const index_vec<Dim>& p,
+                                    float scale = 1.f) const {
     const int C = src.channels;
     __m256 q[Dim], t[Dim];
     load_displacements_avx2<Dim>(u, q);
+    if (scale != 1.f)
+      for (int a = 0; a < Dim; ++a) q[a] = _mm256_mul_ps(q[a], _mm256_set1_ps(scale));
     __m256 in = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     for (int a = 0; a < Dim; ++a) {
       __m256 pa = _mm256_set1_ps(float(p[a]));
@@ -78,15 +111,10 @@ struct linear_block_avx2 {
     alignas(32) float lanes[8];
     for (int c = 0; c < C; ++c) {
       const float* r = src.data + c;
-      const auto lerp_x = [&](const float* row) {
-        const __m256 v0 = _mm256_i32gather_ps(row, idx, 4);
-        const __m256 v1 = _mm256_i32gather_ps(row + C, idx, 4);
-        return _mm256_fmadd_ps(_mm256_sub_ps(v1, v0), t[0], v0);
-      };
-      const __m256 top = lerp_x(r), bottom = lerp_x(r + sy);
+      const __m256 top = lerp_x(r, idx, C, t[0]), bottom = lerp_x(r + sy, idx, C, t[0]);
       __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(bottom, top), t[1], top);
       if constexpr (Dim == 3) {
-        const __m256 top2 = lerp_x(r + sz), bottom2 = lerp_x(r + sz + sy);
+        const __m256 top2 = lerp_x(r + sz, idx, C, t[0]), bottom2 = lerp_x(r + sz + sy, idx, C, t[0]);
         const __m256 v2 = _mm256_fmadd_ps(_mm256_sub_ps(bottom2, top2), t[1], top2);
         v = _mm256_fmadd_ps(_mm256_sub_ps(v2, v), t[2], v);
       }

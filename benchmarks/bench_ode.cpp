@@ -2,7 +2,9 @@
 // w5_v2d (256x256, A = 4, s = 5), t from 0 to 1, bilinear with zeros outside:
 //   * classical RK4, 8 steps (32 evaluations), and Dormand-Prince at rtol = atol = 1e-5;
 //   * the same with Boost.odeint (runge_kutta4 and controlled runge_kutta_dopri5 on
-//     std::vector<float>, dt0 = 0.1) and the very same bilinear right-hand side;
+//     std::vector<float>, dt0 = 0.1) and the same bilinear right-hand side, written as a
+//     plain per-point loop over diffeo::sample (odeint_rk4, odeint_dopri5) and, to isolate
+//     the steppers, as a call of diffeo's own warp (odeint_rk4_warp);
 //   * gradients through the flow (backprop and adjoint) and dense-output frames;
 //   * stepper overhead per step on a tiny state (Lorenz, 3 doubles) against a hand-written
 //     RK4 loop and odeint.
@@ -211,6 +213,20 @@ struct odeint_svf_rhs {
   }
 };
 
+/// The same right-hand side through diffeo's own warp (serial) on odeint's buffers: odeint's
+/// stepping and algebra around diffeo's fastest sampling, to isolate the stepper.
+struct odeint_warp_rhs {
+  diffeo::field_view<const float, 2> v;  // v as a 2-channel float image
+  std::size_t* evals;
+  void operator()(const vstate& u, vstate& d, float) const {
+    ++*evals;
+    const auto uv = diffeo::make_view(reinterpret_cast<const vec2f*>(u.data()), v.ext);
+    const auto dv = diffeo::make_view(d.data(), v.ext, 2);
+    diffeo::warp(diffeo::backend::serial{}, v, uv, dv, diffeo::interp::linear{},
+                 diffeo::boundary::zeros{});
+  }
+};
+
 db::raw<2> to_raw(const vstate& u) {
   return db::raw<2>{w5_v2d().ext, 2, u};
 }
@@ -229,6 +245,26 @@ void bm_odeint_rk4(benchmark::State& st) {
   call();
   results()["odeint_rk4"] = to_raw(u);
   check_against("odeint_rk4", "reference", 1e-3);
+  const double secs = db::timed_loop(st, call);
+  db::set_counters(st, w5_points, 24.0 * double(evals), secs);
+  st.counters["rhs_evals"] = double(evals);
+}
+
+void bm_odeint_rk4_warp(benchmark::State& st) {
+  const auto v = db::to_vector_field<diffeo::backend::serial>(w5_v2d());
+  std::size_t evals = 0;
+  odeint_warp_rhs rhs{diffeo::make_view(reinterpret_cast<const float*>(v.data()), v.ext(), 2),
+                      &evals};
+  odeint::runge_kutta4<vstate, float, vstate, float> stepper;
+  vstate u(std::size_t(2 * w5_points));
+  auto call = [&] {
+    evals = 0;
+    std::fill(u.begin(), u.end(), 0.0f);
+    odeint::integrate_n_steps(stepper, rhs, u, 0.0f, 0.125f, 8);
+  };
+  call();
+  results()["odeint_rk4_warp"] = to_raw(u);
+  check_against("odeint_rk4_warp", "reference", 1e-3);
   const double secs = db::timed_loop(st, call);
   db::set_counters(st, w5_points, 24.0 * double(evals), secs);
   st.counters["rhs_evals"] = double(evals);
@@ -366,6 +402,8 @@ int main(int argc, char** argv) {
   // Peers first: the diffeo runs check their outputs against odeint's.
   db::add("W5/rk4_8/odeint_rk4/threads:1", meta("W5 ode 2d_256 rk4_8", "odeint_rk4", 1, false),
           bm_odeint_rk4);
+  db::add("W5/rk4_8/odeint_rk4_warp/threads:1",
+          meta("W5 ode 2d_256 rk4_8", "odeint_rk4_warp", 1, false), bm_odeint_rk4_warp);
   db::add("W5/dopri5_1e-5/odeint_dopri5/threads:1",
           meta("W5 ode 2d_256 dopri5_1e-5", "odeint_dopri5", 1, false), bm_odeint_dopri5);
   register_backend<diffeo::backend::serial>("diffeo_serial", threads);

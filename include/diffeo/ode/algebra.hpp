@@ -424,25 +424,28 @@ DIFFEO_ODE_INLINE void unit_scale_sum_n(State& out, const std::array<double, N>&
 }  // namespace detail
 
 namespace detail {
-/// `out = [x] + Σ_g c_g Σ_{j in g} y_j` where `Groups::group[j]` is the group of term j.
-template <class S, class Groups, bool WithX>
+/// `out = [x] + Σ_g c_g Σ_{j in g} y_j`, term j in group `Group_j` (the group ids are
+/// template arguments, so they are constants in host and device code alike).
+template <class S, bool WithX, int G, int... Group>
 struct grouped_sum_kernel {
-  static constexpr int T = int(Groups::terms), G = int(Groups::count);
+  static constexpr int T = int(sizeof...(Group));
   S* out;
   const S* x;
   const S* y[T];
   S c[G];
   DIFFEO_HD void operator()(index_t i) const {
+    constexpr int group[T] = {Group...};
     S g[G];
     for (int k = 0; k < G; ++k) g[k] = S(0);
-    for (int j = 0; j < T; ++j) g[Groups::group[j]] += y[j][i];
+    for (int j = 0; j < T; ++j) g[group[j]] += y[j][i];
     S acc = WithX ? x[i] : S(0);
     for (int k = 0; k < G; ++k) acc += c[k] * g[k];
     out[i] = acc;
   }
 };
 
-/// The grouped combination on any state (one pass per contiguous part).
+/// The grouped combination on any state (one pass per contiguous part); `Groups` gives
+/// `terms`, `count` and the constexpr `group` array.
 template <class Groups, bool WithX, ode_state State>
 DIFFEO_ODE_INLINE void grouped_sum(State& out, const State* x,
                                    const std::array<double, Groups::count>& c,
@@ -451,12 +454,14 @@ DIFFEO_ODE_INLINE void grouped_sum(State& out, const State* x,
     using tr = state_traits<State>;
     using S = typename tr::scalar_type;
     tr::resize_like(out, *y[0]);
-    grouped_sum_kernel<S, Groups, WithX> k{};
-    k.out = tr::data(out);
-    k.x = WithX ? tr::data(*x) : nullptr;
-    for (std::size_t j = 0; j < Groups::terms; ++j) k.y[j] = tr::data(*y[j]);
-    for (std::size_t g = 0; g < Groups::count; ++g) k.c[g] = static_cast<S>(c[g]);
-    for_each_index(typename tr::backend_type{}, tr::size(out), k);
+    [&]<std::size_t... J>(std::index_sequence<J...>) DIFFEO_ODE_LAMBDA_INLINE {
+      grouped_sum_kernel<S, WithX, int(Groups::count), Groups::group[J]...> k{};
+      k.out = tr::data(out);
+      k.x = WithX ? tr::data(*x) : nullptr;
+      for (std::size_t j = 0; j < Groups::terms; ++j) k.y[j] = tr::data(*y[j]);
+      for (std::size_t g = 0; g < Groups::count; ++g) k.c[g] = static_cast<S>(c[g]);
+      for_each_index(typename tr::backend_type{}, tr::size(out), k);
+    }(std::make_index_sequence<Groups::terms>{});
   } else {
     for_each_part<State>([&](auto p) {
       const auto* xp = WithX ? &part<p()>(*x) : nullptr;

@@ -9,6 +9,7 @@
 /// both from `warp_vjp`, so the flow can be differentiated by backprop.hpp and adjoint.hpp.
 
 #include <string>
+#include <type_traits>
 
 #include "../core/field.hpp"
 #include "../core/scatter.hpp"
@@ -40,7 +41,17 @@ class svf_flow {
   void operator()(const state_type& u, state_type& dudt, double /*t*/) const {
     require_same_extents(m_v, u.view(), "svf_flow(v, u)");
     resize_like(dudt, u);
-    warp(Backend{}, m_v, u.view(), dudt.view(), Interp{}, Boundary{});
+    if constexpr (std::is_same_v<S, float> && std::is_same_v<Interp, interp::linear>) {
+      // v read as a Dim-channel float image: the same values, but warp's vectorized rows
+      // (AVX2 where the CPU has it) apply to float images only.
+      const field_view<const float, Dim> vf{reinterpret_cast<const float*>(m_v.data), m_v.ext,
+                                            Dim, m_v.spacing};
+      const field_view<float, Dim> out{reinterpret_cast<float*>(dudt.data()), dudt.ext(), Dim,
+                                       dudt.spacing()};
+      warp(Backend{}, vf, u.view(), out, Interp{}, Boundary{});
+    } else {
+      warp(Backend{}, m_v, u.view(), dudt.view(), Interp{}, Boundary{});
+    }
   }
 
   /// `a_du = aᵀ ∂f/∂u` and `a_dv = aᵀ ∂f/∂v` at `u` (both overwritten).

@@ -1,5 +1,5 @@
 #pragma once
-/// The standard benchmark workloads W1-W4 of /work/shared/WORKLOADS.md (mirrored in
+/// The standard benchmark workloads W1-W4 of the project's shared WORKLOADS.md (mirrored in
 /// docs/benchmarks.md), generated in code from their closed formulas, and the harness the
 /// benchmark binaries share: thread limits, the STREAM floor, counters, output checks and
 /// the summary table printed after the Google Benchmark run.

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "support/backends.hpp"
+#include "support/fields.hpp"
 
 using namespace diffeo;
 
@@ -15,26 +16,7 @@ using host = backend::serial;
 template <class S, int Dim>
 using host_field = vector_field<S, Dim, host>;
 
-/// A smooth field in the style of WORKLOADS.md: amplitude `amp` voxels, periods a fixed
-/// fraction of the grid, so refining the grid samples the same shape more finely.
-template <class S, int Dim>
-host_field<S, Dim> smooth_field(const extents<Dim>& e, double amp, int seed) {
-  constexpr double two_pi = 6.283185307179586;
-  host_field<S, Dim> f(e);
-  const double n = double(e[0]);
-  for (index_t i = 0; i < e.count(); ++i) {
-    const auto p = e.unravel(i);
-    const double x = p[0] / n, y = p[1] / n, z = Dim == 3 ? p[Dim - 1] / n : 0.0;
-    for (int c = 0; c < Dim; ++c) {
-      const double ph = 0.37 * (seed + 1) + 1.3 * c;
-      const double zc = Dim == 3 ? std::cos(two_pi * z / 0.8 + ph + 0.4) : 1.0;
-      f[i][c] = S(amp * (0.6 * std::sin(two_pi * x / 0.9 + ph) *
-                             std::cos(two_pi * y / 0.7 + ph + 0.9) * zc +
-                         0.4 * std::sin(two_pi * (x + y + z) / 0.5 + ph + 2.1)));
-    }
-  }
-  return f;
-}
+using test::smooth_field;
 
 /// The slow reference: its own (bi/tri)linear interpolation over the 2^Dim corners.
 template <class S, int Dim>

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "support/backends.hpp"
+#include "support/fields.hpp"
 
 using namespace diffeo;
 
@@ -16,25 +17,7 @@ using host = backend::serial;
 template <class S, int Dim>
 using host_field = vector_field<S, Dim, host>;
 
-/// A smooth field, amplitude `amp` voxels, periods a fixed fraction of the grid.
-template <class S, int Dim>
-host_field<S, Dim> smooth_field(const extents<Dim>& e, double amp, int seed) {
-  constexpr double two_pi = 6.283185307179586;
-  host_field<S, Dim> f(e);
-  const double n = double(e[0]);
-  for (index_t i = 0; i < e.count(); ++i) {
-    const auto p = e.unravel(i);
-    const double x = p[0] / n, y = p[1] / n, z = Dim == 3 ? p[Dim - 1] / n : 0.0;
-    for (int c = 0; c < Dim; ++c) {
-      const double ph = 0.37 * (seed + 1) + 1.3 * c;
-      const double zc = Dim == 3 ? std::cos(two_pi * z / 0.8 + ph + 0.4) : 1.0;
-      f[i][c] = S(amp * (0.6 * std::sin(two_pi * x / 0.9 + ph) *
-                             std::cos(two_pi * y / 0.7 + ph + 0.9) * zc +
-                         0.4 * std::sin(two_pi * (x + y + z) / 0.5 + ph + 2.1)));
-    }
-  }
-  return f;
-}
+using test::smooth_field;
 
 template <class S, int Dim>
 double max_norm(const host_field<S, Dim>& f) {

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "support/backends.hpp"
+#include "support/splat_inputs.hpp"
 
 using namespace diffeo;
 
@@ -20,46 +21,10 @@ using host = backend::serial;
 constexpr splat_mode all_modes[] = {splat_mode::sum, splat_mode::average, splat_mode::linear,
                                     splat_mode::softmax};
 
-template <int Dim>
-double coord(const index_vec<Dim>& p, int a) {
-  return a < Dim ? double(p[a]) : 0.0;
-}
-
-template <class T, int Dim>
-image<T, Dim, host> make_image(const extents<Dim>& e, int channels, double phase = 0) {
-  image<T, Dim, host> f(e, channels);
-  for (index_t i = 0; i < e.count(); ++i) {
-    const auto p = e.unravel(i);
-    for (int c = 0; c < channels; ++c)
-      f[i * channels + c] = T(std::sin(0.7 * coord<Dim>(p, 0) + 1.3 * coord<Dim>(p, 1) +
-                                       0.4 * coord<Dim>(p, 2) + 0.9 * c + phase) +
-                              0.5 * std::cos(0.31 * double(i) + c - phase));
-  }
-  return f;
-}
-
-template <class T, int Dim>
-vector_field<T, Dim, host> make_flow(const extents<Dim>& e, double amp) {
-  vector_field<T, Dim, host> u(e);
-  for (index_t i = 0; i < e.count(); ++i) {
-    const auto p = e.unravel(i);
-    for (int k = 0; k < Dim; ++k)
-      u[i][k] = T(amp * std::sin(0.37 * (k + 1) * coord<Dim>(p, 0) + 0.53 * coord<Dim>(p, 1) -
-                                 0.23 * coord<Dim>(p, 2) + 0.29 * k + 0.1));
-  }
-  return u;
-}
-
-template <class T, int Dim>
-image<T, Dim, host> make_metric(const extents<Dim>& e, double offset, double scale) {
-  image<T, Dim, host> z(e);
-  for (index_t i = 0; i < e.count(); ++i) {
-    const auto p = e.unravel(i);
-    z[i] = T(offset + scale * std::sin(1.1 * coord<Dim>(p, 0) - 0.7 * coord<Dim>(p, 1) +
-                                       0.45 * coord<Dim>(p, 2) + 0.05 * double(i)));
-  }
-  return z;
-}
+using test::coord;
+using test::make_flow;
+using test::make_image;
+using test::make_metric;
 
 template <class T, int Dim>
 double inner(const image<T, Dim, host>& a, const image<T, Dim, host>& b) {

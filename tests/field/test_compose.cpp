@@ -86,6 +86,7 @@ TEST_CASE_TEMPLATE("compose with the zero field is the identity on both sides, e
   check_identity<B, double, 2>(make_extents(13, 9));
   check_identity<B, float, 3>(make_extents(7, 6, 5));
   check_identity<B, double, 3>(make_extents(7, 6, 5));
+  check_identity<B, float, 3>(make_extents(19, 4, 3));  // rows of 8 and more: SIMD blocks
 }
 
 TEST_CASE_TEMPLATE("compose matches a plain loop with its own interpolation", B,
@@ -94,6 +95,10 @@ TEST_CASE_TEMPLATE("compose matches a plain loop with its own interpolation", B,
   check_reference<B, boundary::zeros, double, 2>(make_extents(13, 9));
   check_reference<B, boundary::border, double, 3>(make_extents(7, 6, 5));
   check_reference<B, boundary::zeros, float, 3>(make_extents(7, 6, 5));
+  // Rows of 8 and more run the SIMD blocks (where the CPU has AVX2), boundary points included.
+  check_reference<B, boundary::zeros, float, 2>(make_extents(21, 9));
+  check_reference<B, boundary::border, float, 3>(make_extents(19, 6, 5));
+  check_reference<B, boundary::zeros, float, 3>(make_extents(17, 3, 2));
 }
 
 TEST_CASE_TEMPLATE("compose writes in place over v", B, DIFFEO_TEST_BACKENDS) {

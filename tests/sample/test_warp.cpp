@@ -59,9 +59,10 @@ TEST_CASE_TEMPLATE("zero displacement returns the image exactly; integer shifts 
 }
 
 template <class I, class Bd, class B, class T, int Dim>
-void check_warp_reference(extents<Dim> e, int channels, double tol, test::ref_interp ri, test::ref_boundary rb) {
+void check_warp_reference(extents<Dim> e, int channels, double tol, test::ref_interp ri, test::ref_boundary rb,
+                          double amplitude = 3.0) {
   const auto img = smooth_image<T, Dim>(e, channels);
-  const auto u = random_field<T, Dim>(e, 3.0, 11);
+  const auto u = random_field<T, Dim>(e, amplitude, 11);
   const auto out = to_host(warp(to_backend<B>(img), to_backend<B>(u), I{}, Bd{}));
   std::vector<double> ref(img.data(), img.data() + img.size());
   long n[3] = {long(e[0]), long(e[1]), Dim == 3 ? long(e[2]) : 1};
@@ -77,9 +78,20 @@ void check_warp_reference(extents<Dim> e, int channels, double tol, test::ref_in
 TEST_CASE_TEMPLATE("warp agrees with the slow reference on every backend", B, DIFFEO_TEST_BACKENDS) {
   using test::ref_boundary;
   using test::ref_interp;
-  // Float linear runs the CPU backends' SIMD rows where the build enables AVX2: rows of
-  // 17 and 35 points cover full blocks of 8, tails and boundary points inside blocks.
+  // Float linear runs the CPU backends' SIMD rows where the CPU has AVX2: rows of 17 and 35
+  // points cover full blocks of 8, tails and boundary points inside blocks; the channel
+  // counts each kind of row (1; 2 to 4; more, 4 at a time with a partial group), the
+  // amplitudes points just off the grid and far off it, axes of 2 voxels the smallest grid
+  // the rows take (1 voxel: the scalar path).
   check_warp_reference<interp::linear, boundary::zeros, B, float, 2>(make_extents(17, 12), 1, 2e-6, ref_interp::linear, ref_boundary::zeros);
+  check_warp_reference<interp::linear, boundary::zeros, B, float, 2>(make_extents(35, 4), 4, 2e-6, ref_interp::linear, ref_boundary::zeros, 12.0);
+  check_warp_reference<interp::linear, boundary::border, B, float, 2>(make_extents(17, 3), 5, 2e-6, ref_interp::linear, ref_boundary::border, 40.0);
+  check_warp_reference<interp::linear, boundary::zeros, B, float, 2>(make_extents(16, 2), 8, 2e-6, ref_interp::linear, ref_boundary::zeros, 1.5);
+  check_warp_reference<interp::linear, boundary::border, B, float, 2>(make_extents(24, 1), 2, 2e-6, ref_interp::linear, ref_boundary::border);
+  check_warp_reference<interp::linear, boundary::reflection, B, float, 2>(make_extents(17, 12), 1, 2e-6, ref_interp::linear, ref_boundary::reflection, 9.0);
+  check_warp_reference<interp::linear, boundary::reflection, B, float, 3>(make_extents(19, 4, 3), 3, 2e-6, ref_interp::linear, ref_boundary::reflection);
+  check_warp_reference<interp::linear, boundary::border, B, float, 3>(make_extents(33, 2, 2), 3, 2e-6, ref_interp::linear, ref_boundary::border, 5.0);
+  check_warp_reference<interp::linear, boundary::zeros, B, float, 3>(make_extents(8, 3, 4), 7, 2e-6, ref_interp::linear, ref_boundary::zeros);
   check_warp_reference<interp::linear, boundary::border, B, float, 2>(make_extents(35, 9), 3, 2e-6, ref_interp::linear, ref_boundary::border);
   check_warp_reference<interp::linear, boundary::zeros, B, float, 3>(make_extents(35, 6, 5), 2, 2e-6, ref_interp::linear, ref_boundary::zeros);
   check_warp_reference<interp::linear, boundary::reflection, B, double, 2>(make_extents(17, 12), 3, 1e-12, ref_interp::linear, ref_boundary::reflection);
@@ -187,19 +199,26 @@ TEST_CASE_TEMPLATE("the deterministic image gradient is reproducible bit for bit
 }
 
 TEST_CASE_TEMPLATE("non-finite displacements sample as outside, without a crash", B, DIFFEO_TEST_BACKENDS) {
-  const auto e = make_extents(6, 5);
+  // 19 points a row: the SIMD rows (where the CPU has them) see these points too.
+  const auto e = make_extents(19, 5);
   const auto img = smooth_image<float, 2>(e, 1);
   vector_field<float, 2, backend::serial> u(e);
   u[3] = vec2f{{std::numeric_limits<float>::quiet_NaN(), 0.f}};
   u[7] = vec2f{{0.f, std::numeric_limits<float>::infinity()}};
   u[9] = vec2f{{-std::numeric_limits<float>::infinity(), 1e30f}};
+  u[21] = vec2f{{1e30f, -1e30f}};
   const auto ib = to_backend<B>(img);
   const auto ub = to_backend<B>(u);
-  const auto out = to_host(warp(ib, ub, interp::linear{}, boundary::border{}));
-  CHECK(out[3] == 0.f);
-  CHECK(out[7] == 0.f);
-  CHECK(out[9] == 0.f);
-  CHECK(out[4] == img[4]);
+  for (const bool border : {true, false}) {
+    const auto out = to_host(border ? warp(ib, ub, interp::linear{}, boundary::border{})
+                                    : warp(ib, ub, interp::linear{}, boundary::zeros{}));
+    CHECK(out[3] == 0.f);
+    CHECK(out[7] == 0.f);
+    CHECK(out[9] == 0.f);
+    CHECK(out[21] == (border ? img[18] : 0.f));  // the corner (n-1, 0)
+    CHECK(out[4] == img[4]);
+    CHECK(out[20] == img[20]);
+  }
   image<float, 2, B> gs(e);
   vector_field<float, 2, B> gu(e);
   warp_vjp(B{}, ib.view(), ub.view(), ib.view(), gs.view(), gu.view(), interp::cubic{}, boundary::reflection{});

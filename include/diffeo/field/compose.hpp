@@ -116,17 +116,27 @@ struct compose_kernel {
     w[i] = b + sample(u, p.template cast<S>() + b, interp::linear{}, Boundary{}) * su;
   }
 #if defined(DIFFEO_HAVE_AVX2)
+  /// `u` as a Dim-channel float image.
+  static field_view<const float, Dim> as_floats(const_vector_view<float, Dim> f) {
+    return {reinterpret_cast<const float*>(f.data), f.ext, Dim, f.spacing};
+  }
   /// Blocks of 8 points of a row with AVX2 (u read as a Dim-channel float image); points
-  /// whose corners leave the grid take the scalar path. Returns where it stopped.
+  /// the block leaves (reflection off the grid) take the scalar path. Returns where it
+  /// stopped.
   DIFFEO_TARGET_AVX2 index_t row_avx2(index_t i, index_vec<Dim> p, index_t n) const {
-    const field_view<const float, Dim> uf{reinterpret_cast<const float*>(u.data), u.ext, Dim,
-                                          u.spacing};
-    const linear_block_avx2<Dim> block(uf);
+    const field_view<const float, Dim> uf = as_floats(u);
+    const linear_block_avx2<Dim, Boundary> block(uf);
     float sampled[8 * Dim];  // not written into w directly: w may alias v
     index_t x = 0;
     for (; x + 8 <= n; x += 8) {
       p[0] = x;
-      const int outside = block(v.data + i + x, sampled, p, sv);
+      const int outside = block.template run<Dim>(v.data + i + x, sampled, p, sv);
+      if (outside == 0) {  // the usual case, in vectors
+        const float* vf = reinterpret_cast<const float*>(v.data + i + x);
+        float* wf = reinterpret_cast<float*>(w.data + i + x);
+        for (int k = 0; k < 8 * Dim; ++k) wf[k] = vf[k] * sv + sampled[k] * su;
+        continue;
+      }
       for (int l = 0; l < 8; ++l) {
         if ((outside >> l) & 1) {
           p[0] = x + l;
@@ -146,7 +156,8 @@ struct compose_kernel {
     index_t x = 0;
 #if defined(DIFFEO_HAVE_AVX2)
     if constexpr (std::is_same_v<S, float>)
-      if (u.size() * Dim < (index_t(1) << 31) && cpu_has_avx2()) x = row_avx2(i, p, n);
+      if (linear_block_avx2<Dim, Boundary>::applies(as_floats(u)) && cpu_has_avx2())
+        x = row_avx2(i, p, n);
 #endif
     for (; x < n; ++x) {
       p[0] = x;

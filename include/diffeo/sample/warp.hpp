@@ -66,19 +66,30 @@ struct warp_kernel {
   }
 #if defined(DIFFEO_HAVE_AVX2)
   /// Blocks of 8 points of a row with AVX2, from x = 0; returns where it stopped.
+  /// `Channels`: see `linear_block_avx2::run`.
+  template <int Channels>
   DIFFEO_TARGET_AVX2 index_t row_avx2(index_t i, index_vec<Dim> p, index_t n) const {
     index_t x = 0;
-    const linear_block_avx2<Dim> block(src);
+    const linear_block_avx2<Dim, Boundary> block(src);
     for (; x + 8 <= n; x += 8) {
       p[0] = x;
-      int rest = block(u.data + i + x, out.at(i + x), p);
-      for (; rest != 0; rest &= rest - 1) {  // boundary points: scalar path
+      int rest = block.template run<Channels>(u.data + i + x, out.at(i + x), p);
+      for (; rest != 0; rest &= rest - 1) {  // left by the block: scalar path
         const int l = __builtin_ctz(static_cast<unsigned>(rest));
         p[0] = x + l;
         (*this)(i + x + l, p);
       }
     }
     return x;
+  }
+  index_t row_avx2(index_t i, const index_vec<Dim>& p, index_t n) const {
+    switch (src.channels) {
+      case 1: return row_avx2<1>(i, p, n);
+      case 2: return row_avx2<2>(i, p, n);
+      case 3: return row_avx2<3>(i, p, n);
+      case 4: return row_avx2<4>(i, p, n);
+      default: return row_avx2<0>(i, p, n);
+    }
   }
 #endif
   /// One row on the CPU backends: 8 points at a time with AVX2 where it applies.
@@ -87,7 +98,7 @@ struct warp_kernel {
 #if defined(DIFFEO_HAVE_AVX2)
     if constexpr (std::is_same_v<Interp, interp::linear> && std::is_same_v<T, float> &&
                   std::is_same_v<S, float>) {
-      if (src.size() < (index_t(1) << 31) && cpu_has_avx2()) x = row_avx2(i, p, n);
+      if (linear_block_avx2<Dim, Boundary>::applies(src) && cpu_has_avx2()) x = row_avx2(i, p, n);
     }
 #endif
     for (; x < n; ++x) {

@@ -1,7 +1,7 @@
 #pragma once
-/// AVX2 rows of the linear pull-back for float images: 8 output points at a time, corners
-/// fetched with gathers. Only points whose corners all lie on the grid are computed here;
-/// the caller finishes the others (the boundary policy) with the scalar sampler.
+/// AVX2 rows of the linear pull-back for float images: 8 output points at a time, the
+/// `zeros` and `border` policies included; under `reflection` the points whose corners
+/// leave the grid are left to the caller's scalar sampler.
 /// Compiled for AVX2 + FMA per function and chosen at run time on x86 with GCC or Clang
 /// (the whole translation unit when it is built with -mavx2 -mfma or -march=native);
 /// define DIFFEO_NO_RUNTIME_DISPATCH to keep only the scalar path.
@@ -21,7 +21,10 @@
 #if defined(DIFFEO_HAVE_AVX2)
 #  include <immintrin.h>
 
+#  include <type_traits>
+
 #  include "../../core/field_view.hpp"
+#  include "../boundary.hpp"
 
 namespace diffeo::detail {
 
@@ -52,19 +55,35 @@ DIFFEO_TARGET_AVX2 inline void load_displacements_avx2(const vec<float, Dim>* u,
   }
 }
 
+/// Along one axis, each of 8 points reads the voxel pair (cell, cell + 1), always on the
+/// grid, with weights w0 and w1: (1 − t, t) inside; at and past the edges the weights the
+/// boundary policy gives the two taps of the point, moved onto the pair.
+struct pair_weights {
+  __m256i cell;
+  __m256 w0, w1;
+};
+
 /// Linear pull-back of blocks of 8 consecutive output points of a row of a float image.
-/// Points whose corners all lie on the grid are written; the others are returned as a bit
-/// mask for the caller's scalar path (which applies the boundary policy). Needs
-/// `src.size() < 2^31` (32-bit gather indices).
-template <int Dim>
+/// Needs `src.size() < 2^31` (32-bit offsets) and at least 2 voxels on every axis.
+///
+/// One channel: the two x-neighbours of a pair are adjacent floats, so each pair is one
+/// 64-bit gather element. Two to four channels: a voxel's channels are adjacent, so two
+/// points share a vector, one per half, read with plain loads. More channels: point by
+/// point, 4 channels at a time.
+template <int Dim, class Boundary>
 struct linear_block_avx2 {
+  static constexpr bool in_vector = !std::is_same_v<Boundary, boundary::reflection>;
   const field_view<const float, Dim>& src;
-  __m256 lim[Dim];
+  __m256 last[Dim];        // n − 1 per axis
+  __m256i last_cell[Dim];  // n − 2 per axis: the last pair's cell
   __m256i nx, ny, channels;
   index_t sy, sz;
 
   DIFFEO_TARGET_AVX2 explicit linear_block_avx2(const field_view<const float, Dim>& s) : src(s) {
-    for (int a = 0; a < Dim; ++a) lim[a] = _mm256_set1_ps(float(s.ext[a] - 1));
+    for (int a = 0; a < Dim; ++a) {
+      last[a] = _mm256_set1_ps(float(s.ext[a] - 1));
+      last_cell[a] = _mm256_set1_epi32(int(s.ext[a] - 2));
+    }
     nx = _mm256_set1_epi32(int(s.ext[0]));
     ny = _mm256_set1_epi32(int(Dim == 3 ? s.ext[1] : 1));
     channels = _mm256_set1_epi32(s.channels);
@@ -72,57 +91,202 @@ struct linear_block_avx2 {
     sz = Dim == 3 ? s.ext[1] * sy : 0;
   }
 
-  /// Output points p .. p + 7 along x (displacements `u[0, 8)`, output `out[0, 8 C)`).
-  DIFFEO_TARGET_AVX2 static __m256 lerp_x(const float* row, __m256i idx, int C, __m256 t) {
-    const __m256 v0 = _mm256_i32gather_ps(row, idx, 4);
-    const __m256 v1 = _mm256_i32gather_ps(row + C, idx, 4);
-    return _mm256_fmadd_ps(_mm256_sub_ps(v1, v0), t, v0);
+  /// Whether `src` suits these rows (see above).
+  static bool applies(const field_view<const float, Dim>& s) {
+    for (int a = 0; a < Dim; ++a)
+      if (s.ext[a] < 2) return false;
+    return s.size() < (index_t(1) << 31);
   }
 
-  /// With `scale`, the displacements are `scale · u` (exp's fused scaling).
-  DIFFEO_TARGET_AVX2 int operator()(const vec<float, Dim>* u, float* out, const index_vec<Dim>& p,
-                                    float scale = 1.f) const {
-    const int C = src.channels;
-    __m256 q[Dim], t[Dim];
+  /// Pairs and weights along an axis for positions `q` all in [0, n − 1).
+  DIFFEO_TARGET_AVX2 static pair_weights inside(__m256 q) {
+    const __m256 f = _mm256_floor_ps(q), t = _mm256_sub_ps(q, f);
+    return {_mm256_cvttps_epi32(f), _mm256_sub_ps(_mm256_set1_ps(1.f), t), t};
+  }
+
+  /// Pairs and weights along axis `a` for any finite positions `q`.
+  DIFFEO_TARGET_AVX2 pair_weights anywhere(__m256 q, int a) const {
+    // Far out, every position gives the same taps: clamp to keep the cells small.
+    q = _mm256_min_ps(_mm256_max_ps(q, _mm256_set1_ps(-2.f)), _mm256_add_ps(last[a], _mm256_set1_ps(2.f)));
+    const __m256 f = _mm256_floor_ps(q), t = _mm256_sub_ps(q, f), s = _mm256_sub_ps(_mm256_set1_ps(1.f), t);
+    const __m256i c = _mm256_cvttps_epi32(f);
+    const __m256i cell = _mm256_min_epi32(_mm256_max_epi32(c, _mm256_setzero_si256()), last_cell[a]);
+    const __m256i d = _mm256_sub_epi32(c, cell);  // where the taps (c, c + 1) sit on the pair
+    const __m256 same = _mm256_castsi256_ps(_mm256_cmpeq_epi32(d, _mm256_setzero_si256()));
+    __m256 w0, w1;
+    if constexpr (std::is_same_v<Boundary, boundary::zeros>) {
+      // d = −1: tap c + 1 is the pair's first voxel; d = 1: tap c is its second.
+      const __m256 before = _mm256_castsi256_ps(_mm256_cmpeq_epi32(d, _mm256_set1_epi32(-1)));
+      const __m256 after = _mm256_castsi256_ps(_mm256_cmpeq_epi32(d, _mm256_set1_epi32(1)));
+      w0 = _mm256_blendv_ps(_mm256_and_ps(before, t), s, same);
+      w1 = _mm256_blendv_ps(_mm256_and_ps(after, s), t, same);
+    } else {  // border: both taps read the edge voxel
+      const __m256 before = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setzero_si256(), d));
+      const __m256 after = _mm256_castsi256_ps(_mm256_cmpgt_epi32(d, _mm256_setzero_si256()));
+      const __m256 one = _mm256_set1_ps(1.f);
+      w0 = _mm256_blendv_ps(_mm256_and_ps(before, one), s, same);
+      w1 = _mm256_blendv_ps(_mm256_and_ps(after, one), t, same);
+    }
+    return {cell, w0, w1};
+  }
+
+  /// w0 · row[k] + w1 · row[k + 1] for the 8 pairs at offsets k = `lo` (points 0 1 4 5)
+  /// and `hi` (points 2 3 6 7); the result is in point order.
+  DIFFEO_TARGET_AVX2 static __m256 blend_pairs(const float* row, __m128i lo, __m128i hi, __m256 w0,
+                                               __m256 w1) {
+    const double* base = reinterpret_cast<const double*>(row);  // gathers need no alignment
+    const __m256d none = _mm256_setzero_pd(), all = _mm256_castsi256_pd(_mm256_set1_epi32(-1));
+    const __m256 g0 = _mm256_castpd_ps(_mm256_mask_i32gather_pd(none, base, lo, all, 4));  // a0 b0 a1 b1 | a4 b4 a5 b5
+    const __m256 g1 = _mm256_castpd_ps(_mm256_mask_i32gather_pd(none, base, hi, all, 4));  // a2 b2 a3 b3 | a6 b6 a7 b7
+    const __m256 v0 = _mm256_shuffle_ps(g0, g1, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 v1 = _mm256_shuffle_ps(g0, g1, _MM_SHUFFLE(3, 1, 3, 1));
+    return _mm256_fmadd_ps(v1, w1, _mm256_mul_ps(v0, w0));
+  }
+
+  /// The same for channels [c, c + 4) of the voxel at `a` and of its x-neighbour `C` floats
+  /// on. Without `full` (the last, partial group of r = C mod 4 channels) only lanes [0, r)
+  /// are right, and no load leaves the pair `a[0, 2C)`: the neighbour's group is read
+  /// `shift` = 4 − r floats early and rotated into place by `rotate`.
+  DIFFEO_TARGET_AVX2 static __m128 blend_channels(const float* a, int C, int c, __m128 w0, __m128 w1,
+                                                  bool full, int shift, __m128i rotate) {
+    const __m128 v0 = _mm_loadu_ps(a + c);  // a[c + 3] < a[2C): C >= 2 and c <= C - r
+    const __m128 v1 = full ? _mm_loadu_ps(a + C + c)
+                           : _mm_permutevar_ps(_mm_loadu_ps(a + C + c - shift), rotate);
+    return _mm_fmadd_ps(v1, w1, _mm_mul_ps(v0, w0));
+  }
+
+  /// The same for two voxels at once, `a0` (low half) and `a1` (high half), C <= 4.
+  template <int C>
+  DIFFEO_TARGET_AVX2 static __m256 blend_two(const float* a0, const float* a1, __m256 w0, __m256 w1) {
+    constexpr int shift = (4 - C % 4) % 4;
+    const __m256 v0 = _mm256_loadu2_m128(a1, a0);
+    __m256 v1 = _mm256_loadu2_m128(a1 + C - shift, a0 + C - shift);
+    if constexpr (shift != 0)
+      v1 = _mm256_permutevar_ps(v1, _mm256_setr_epi32(shift, shift + 1, shift + 2, shift + 3,
+                                                      shift, shift + 1, shift + 2, shift + 3));
+    return _mm256_fmadd_ps(v1, w1, _mm256_mul_ps(v0, w0));
+  }
+
+  /// a · p + b · q.
+  DIFFEO_TARGET_AVX2 static __m256 mix(__m256 a, __m256 b, __m256 p, __m256 q) {
+    return _mm256_fmadd_ps(b, q, _mm256_mul_ps(a, p));
+  }
+  DIFFEO_TARGET_AVX2 static __m128 mix(__m128 a, __m128 b, __m128 p, __m128 q) {
+    return _mm_fmadd_ps(b, q, _mm_mul_ps(a, p));
+  }
+
+  /// Combines the pair values of a cell's rows (and slices) with the y (and z) weights;
+  /// `row(d)` gives the x-blended values of the row `d` floats on from the cell.
+  template <class Row, class V>
+  DIFFEO_TARGET_AVX2 V combine(const Row& row, const V (&w0)[Dim], const V (&w1)[Dim]) const {
+    V v = mix(row(0), row(sy), w0[1], w1[1]);
+    if constexpr (Dim == 3) v = mix(v, mix(row(sz), row(sz + sy), w0[1], w1[1]), w0[2], w1[2]);
+    return v;
+  }
+
+  /// Output points p .. p + 7 along x (displacements `u[0, 8)`, output `out[0, 8 C)`).
+  /// With `scale`, the displacements are `scale · u` (exp's fused scaling). `Channels` is
+  /// the image's channel count when it is 1 to 4, else 0 (any count, read at run time).
+  /// Returns the points left to the caller (as bits): under `reflection`, those whose
+  /// corners leave the grid.
+  template <int Channels>
+  DIFFEO_TARGET_AVX2 int run(const vec<float, Dim>* u, float* out, const index_vec<Dim>& p,
+                             float scale = 1.f) const {
+    const int C = Channels != 0 ? Channels : src.channels;
+    __m256 q[Dim];
     load_displacements_avx2<Dim>(u, q);
     if (scale != 1.f)
       for (int a = 0; a < Dim; ++a) q[a] = _mm256_mul_ps(q[a], _mm256_set1_ps(scale));
-    __m256 in = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    __m256 in = _mm256_castsi256_ps(_mm256_set1_epi32(-1)), finite = in;
     for (int a = 0; a < Dim; ++a) {
       __m256 pa = _mm256_set1_ps(float(p[a]));
       if (a == 0) pa = _mm256_add_ps(pa, _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7));
       q[a] = _mm256_add_ps(q[a], pa);
       // Ordered compares: NaN lands outside.
       in = _mm256_and_ps(in, _mm256_and_ps(_mm256_cmp_ps(q[a], _mm256_setzero_ps(), _CMP_GE_OQ),
-                                           _mm256_cmp_ps(q[a], lim[a], _CMP_LT_OQ)));
+                                           _mm256_cmp_ps(q[a], last[a], _CMP_LT_OQ)));
+      const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.f), q[a]);
+      finite = _mm256_and_ps(finite, _mm256_cmp_ps(magnitude, _mm256_set1_ps(INFINITY), _CMP_LT_OQ));
     }
-    const int outside = ~_mm256_movemask_ps(in) & 0xff;
-    if (outside == 0xff) return outside;
-    __m256i cell[Dim];
-    for (int a = 0; a < Dim; ++a) {
-      const __m256 qa = _mm256_and_ps(q[a], in);  // outside lanes read voxel 0, unused
-      const __m256 f = _mm256_floor_ps(qa);
-      t[a] = _mm256_sub_ps(qa, f);
-      cell[a] = _mm256_cvttps_epi32(f);
+    pair_weights w[Dim];
+    int outside = ~_mm256_movemask_ps(in) & 0xff;
+    if (outside == 0) {
+      for (int a = 0; a < Dim; ++a) w[a] = inside(q[a]);
+    } else if constexpr (in_vector) {
+      // Non-finite positions sample 0: zero weights on a pair at the origin.
+      for (int a = 0; a < Dim; ++a) w[a] = anywhere(_mm256_and_ps(q[a], finite), a);
+      w[0].w0 = _mm256_and_ps(w[0].w0, finite);
+      w[0].w1 = _mm256_and_ps(w[0].w1, finite);
+      outside = 0;
+    } else {
+      if (outside == 0xff) return outside;
+      for (int a = 0; a < Dim; ++a) w[a] = inside(_mm256_and_ps(q[a], in));  // outside: voxel 0
     }
-    __m256i idx = cell[Dim - 1];
-    if constexpr (Dim == 3) idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, ny), cell[1]);
-    idx = _mm256_mullo_epi32(_mm256_add_epi32(_mm256_mullo_epi32(idx, nx), cell[0]), channels);
-    alignas(32) float lanes[8];
-    for (int c = 0; c < C; ++c) {
-      const float* r = src.data + c;
-      const __m256 top = lerp_x(r, idx, C, t[0]), bottom = lerp_x(r + sy, idx, C, t[0]);
-      __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(bottom, top), t[1], top);
-      if constexpr (Dim == 3) {
-        const __m256 top2 = lerp_x(r + sz, idx, C, t[0]), bottom2 = lerp_x(r + sz + sy, idx, C, t[0]);
-        const __m256 v2 = _mm256_fmadd_ps(_mm256_sub_ps(bottom2, top2), t[1], top2);
-        v = _mm256_fmadd_ps(_mm256_sub_ps(v2, v), t[2], v);
+    __m256i idx = w[Dim - 1].cell;
+    if constexpr (Dim == 3) idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, ny), w[1].cell);
+    idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, nx), w[0].cell);
+    const float* r = src.data;
+    if constexpr (Channels == 1) {
+      const __m256i pairs = _mm256_permutevar8x32_epi32(idx, _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
+      const __m128i lo = _mm256_castsi256_si128(pairs), hi = _mm256_extracti128_si256(pairs, 1);
+      __m256 w0[Dim], w1[Dim];
+      for (int a = 0; a < Dim; ++a) w0[a] = w[a].w0, w1[a] = w[a].w1;
+      _mm256_storeu_ps(out, combine([&](index_t d) DIFFEO_TARGET_AVX2 { return blend_pairs(r + d, lo, hi, w0[0], w1[0]); }, w0, w1));
+      return outside;
+    }
+    alignas(32) int offset[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(offset), _mm256_mullo_epi32(idx, channels));
+    if constexpr (Channels >= 2) {
+      constexpr int shift = (4 - Channels % 4) % 4;
+      for (int l = 0; l < 8; l += 2) {
+        const __m256i pick = _mm256_setr_epi32(l, l, l, l, l + 1, l + 1, l + 1, l + 1);
+        __m256 w0[Dim], w1[Dim];
+        for (int a = 0; a < Dim; ++a) {
+          w0[a] = _mm256_permutevar8x32_ps(w[a].w0, pick);
+          w1[a] = _mm256_permutevar8x32_ps(w[a].w1, pick);
+        }
+        const float *a0 = r + offset[l], *a1 = r + offset[l + 1];
+        const __m256 v = combine(
+            [&](index_t d) DIFFEO_TARGET_AVX2 { return blend_two<Channels>(a0 + d, a1 + d, w0[0], w1[0]); }, w0, w1);
+        // Each store spills `shift` floats into the next point's channels, written after it.
+        float* o = out + l * Channels;
+        _mm_storeu_ps(o, _mm256_castps256_ps128(v));
+        if (shift == 0 || l + 1 < 7)
+          _mm_storeu_ps(o + Channels, _mm256_extractf128_ps(v, 1));
+        else
+          _mm_maskstore_ps(o + Channels, _mm_setr_epi32(-1, -(Channels > 1), -(Channels > 2), 0),
+                           _mm256_extractf128_ps(v, 1));
       }
-      if (C == 1) {
-        _mm256_storeu_ps(out, v);
-      } else {
-        _mm256_store_ps(lanes, v);
-        for (int l = 0; l < 8; ++l) out[l * C + c] = lanes[l];
+    } else {
+      alignas(32) float weight[2][Dim][8];
+      for (int a = 0; a < Dim; ++a) {
+        _mm256_store_ps(weight[0][a], w[a].w0);
+        _mm256_store_ps(weight[1][a], w[a].w1);
+      }
+      const int shift = (4 - (C & 3)) & 3;
+      const __m128i rotate = _mm_add_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(shift));
+      alignas(16) static constexpr int lanes[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+      const __m128i tail = _mm_loadu_si128(reinterpret_cast<const __m128i*>(lanes + shift));
+      for (int l = 0; l < 8; ++l) {
+        const float* a = r + offset[l];
+        float* o = out + l * C;
+        __m128 w0[Dim], w1[Dim];
+        for (int k = 0; k < Dim; ++k) {
+          w0[k] = _mm_set1_ps(weight[0][k][l]);
+          w1[k] = _mm_set1_ps(weight[1][k][l]);
+        }
+        for (int c = 0; c < C; c += 4) {
+          const bool full = c + 4 <= C;
+          const __m128 v = combine(
+              [&](index_t d) DIFFEO_TARGET_AVX2 { return blend_channels(a + d, C, c, w0[0], w1[0], full, shift, rotate); },
+              w0, w1);
+          // A partial group spills `shift` floats into the next point's channels, which
+          // are written after it; the block's last point stores only its own lanes.
+          if (full || l < 7)
+            _mm_storeu_ps(o + c, v);
+          else
+            _mm_maskstore_ps(o + c, tail, v);
+        }
       }
     }
     return outside;

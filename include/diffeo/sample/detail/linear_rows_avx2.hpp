@@ -50,8 +50,22 @@ DIFFEO_TARGET_AVX2 inline void load_displacements_avx2(const vec<float, Dim>* u,
     c[0] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(xs), _MM_SHUFFLE(3, 1, 2, 0)));
     c[1] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ys), _MM_SHUFFLE(3, 1, 2, 0)));
   } else {
-    const __m256i stride = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
-    for (int a = 0; a < 3; ++a) c[a] = _mm256_i32gather_ps(f + a, stride, 4);
+    // a = x0 y0 z0 x1 y1 z1 x2 y2, b = z2 x3 y3 z3 x4 y4 z4 x5, c = y5 z5 x6 y6 z6 x7 y7 z7:
+    // each axis takes lanes from all three, put in place by one permute each and two blends
+    // (indices of lanes a blend does not take are 0; yc's lane 5 and zb's lane 2 take 0).
+    const __m256 a = _mm256_loadu_ps(f), b = _mm256_loadu_ps(f + 8), d = _mm256_loadu_ps(f + 16);
+    const __m256 xa = _mm256_permutevar8x32_ps(a, _mm256_setr_epi32(0, 3, 6, 0, 0, 0, 0, 0));
+    const __m256 xb = _mm256_permutevar8x32_ps(b, _mm256_setr_epi32(0, 0, 0, 1, 4, 7, 0, 0));
+    const __m256 xc = _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 0, 0, 0, 0, 0, 2, 5));
+    c[0] = _mm256_blend_ps(_mm256_blend_ps(xa, xb, 0x38), xc, 0xc0);
+    const __m256 ya = _mm256_permutevar8x32_ps(a, _mm256_setr_epi32(1, 4, 7, 0, 0, 0, 0, 0));
+    const __m256 yb = _mm256_permutevar8x32_ps(b, _mm256_setr_epi32(0, 0, 0, 2, 5, 0, 0, 0));
+    const __m256 yc = _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 0, 0, 0, 0, 0, 3, 6));
+    c[1] = _mm256_blend_ps(_mm256_blend_ps(ya, yb, 0x18), yc, 0xe0);
+    const __m256 za = _mm256_permutevar8x32_ps(a, _mm256_setr_epi32(2, 5, 0, 0, 0, 0, 0, 0));
+    const __m256 zb = _mm256_permutevar8x32_ps(b, _mm256_setr_epi32(0, 0, 0, 3, 6, 0, 0, 0));
+    const __m256 zc = _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 0, 0, 0, 0, 1, 4, 7));
+    c[2] = _mm256_blend_ps(_mm256_blend_ps(za, zb, 0x1c), zc, 0xe0);
   }
 }
 

@@ -25,6 +25,7 @@
 #include <type_traits>
 
 #include "../core/backend.hpp"
+#include "../core/detail/avx2.hpp"
 #include "../core/field.hpp"
 
 namespace diffeo {
@@ -265,6 +266,41 @@ struct jacobian_kernel {
       (*this)(i + x, p);
     }
   }
+#if defined(DIFFEO_HAVE_AVX2)
+  /// The determinants of `interior` for 3D float fields, 8 points at a time: the
+  /// differences are taken on the interleaved vectors, then split per component (the
+  /// compiler does not vectorize the 3-strided loop well). Returns where it stopped.
+  DIFFEO_TARGET_AVX2 index_t interior_det_avx2(index_t i, index_t count) const {
+    const index_t stride[3] = {1, u.ext[0], u.ext[0] * u.ext[1]};
+    const float* v = reinterpret_cast<const float*>(u.data);
+    const float w = D == difference::central ? 0.5f : 1.f;
+    __m256 cw[3][3];  // c · w: w is a power of two, so this is c · (w · d) exactly
+    for (int r = 0; r < 3; ++r)
+      for (int j = 0; j < 3; ++j) cw[r][j] = _mm256_set1_ps(c.m[r][j] * w);
+    const __m256 one = _mm256_set1_ps(1.f);
+    index_t k = i;
+    for (; k + 8 <= i + count; k += 8) {
+      __m256 m[3][3];
+      for (int j = 0; j < 3; ++j) {
+        const float* hi = v + (k + stride[j]) * 3;
+        const float* lo = v + (D == difference::central ? k - stride[j] : k) * 3;
+        __m256 d[3];
+        deinterleave3_avx2(_mm256_sub_ps(_mm256_loadu_ps(hi), _mm256_loadu_ps(lo)),
+                           _mm256_sub_ps(_mm256_loadu_ps(hi + 8), _mm256_loadu_ps(lo + 8)),
+                           _mm256_sub_ps(_mm256_loadu_ps(hi + 16), _mm256_loadu_ps(lo + 16)), d);
+        for (int r = 0; r < 3; ++r)
+          m[r][j] = r == j ? _mm256_fmadd_ps(cw[r][j], d[r], one) : _mm256_mul_ps(cw[r][j], d[r]);
+      }
+      // As `determinant`: expansion along the first row.
+      const __m256 c0 = _mm256_fmsub_ps(m[1][1], m[2][2], _mm256_mul_ps(m[1][2], m[2][1]));
+      const __m256 c1 = _mm256_fmsub_ps(m[1][0], m[2][2], _mm256_mul_ps(m[1][2], m[2][0]));
+      const __m256 c2 = _mm256_fmsub_ps(m[1][0], m[2][1], _mm256_mul_ps(m[1][1], m[2][0]));
+      const __m256 det = _mm256_fmadd_ps(m[0][2], c2, _mm256_fmsub_ps(m[0][0], c0, _mm256_mul_ps(m[0][1], c1)));
+      _mm256_storeu_ps(reinterpret_cast<float*>(out.data) + k, det);
+    }
+    return k;
+  }
+#endif
   /// Points [i, i + count) of one row, all with on-grid neighbours: the differences of
   /// `jacobian_at` with fixed offsets, written out so the compiler can vectorize the loop.
   void interior(index_t i, index_t count) const {
@@ -273,7 +309,12 @@ struct jacobian_kernel {
     for (int a = 1; a < Dim; ++a) stride[a] = stride[a - 1] * u.ext[a - 1];
     const S* v = reinterpret_cast<const S*>(u.data);
     const S w = D == difference::central ? S(0.5) : S(1);
-    for (index_t k = i; k < i + count; ++k) {
+    const index_t end = i + count;
+#if defined(DIFFEO_HAVE_AVX2)
+    if constexpr (Det && Dim == 3 && std::is_same_v<S, float>)
+      if (cpu_has_avx2()) i = interior_det_avx2(i, count);
+#endif
+    for (index_t k = i; k < end; ++k) {
       jacobian_matrix<S, Dim> a;
       for (int j = 0; j < Dim; ++j) {
         const S* hi = v + (k + stride[j]) * Dim;

@@ -1,73 +1,18 @@
 #pragma once
 /// AVX2 rows of the linear pull-back for float images: 8 output points at a time, the
 /// `zeros` and `border` policies included; under `reflection` the points whose corners
-/// leave the grid are left to the caller's scalar sampler.
-/// Compiled for AVX2 + FMA per function and chosen at run time on x86 with GCC or Clang
-/// (the whole translation unit when it is built with -mavx2 -mfma or -march=native);
-/// define DIFFEO_NO_RUNTIME_DISPATCH to keep only the scalar path.
+/// leave the grid are left to the caller's scalar sampler. See core/detail/avx2.hpp for
+/// when this code is compiled and run.
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__CUDA_ARCH__)
-#  define DIFFEO_HAVE_AVX2 1
-#  define DIFFEO_TARGET_AVX2
-#elif (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(__CUDACC__) && !defined(DIFFEO_NO_RUNTIME_DISPATCH)
-// Not compiled for AVX2, but the CPU may have it: the AVX2 code is compiled for that target
-// per function and chosen at run time (as OpenCV and glibc do).
-#  define DIFFEO_HAVE_AVX2 1
-#  define DIFFEO_AVX2_RUNTIME 1
-#  define DIFFEO_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#endif
+#include "../../core/detail/avx2.hpp"
 
 #if defined(DIFFEO_HAVE_AVX2)
-#  include <immintrin.h>
-
 #  include <type_traits>
 
 #  include "../../core/field_view.hpp"
 #  include "../boundary.hpp"
 
 namespace diffeo::detail {
-
-/// Whether this CPU runs the AVX2 + FMA paths (always true when compiled for them).
-inline bool cpu_has_avx2() {
-#  if defined(DIFFEO_AVX2_RUNTIME)
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-#  else
-  return true;
-#  endif
-}
-
-/// Loads the displacement components of 8 consecutive points as one vector per axis.
-template <int Dim>
-DIFFEO_TARGET_AVX2 inline void load_displacements_avx2(const vec<float, Dim>* u, __m256 (&c)[Dim]) {
-  const float* f = reinterpret_cast<const float*>(u);
-  if constexpr (Dim == 2) {
-    const __m256 a = _mm256_loadu_ps(f), b = _mm256_loadu_ps(f + 8);
-    // a = x0 y0 x1 y1 | x2 y2 x3 y3, b = x4 y4 x5 y5 | x6 y6 x7 y7
-    const __m256 xs = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // x0 x1 x4 x5 | x2 x3 x6 x7
-    const __m256 ys = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-    c[0] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(xs), _MM_SHUFFLE(3, 1, 2, 0)));
-    c[1] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ys), _MM_SHUFFLE(3, 1, 2, 0)));
-  } else {
-    // a = x0 y0 z0 x1 y1 z1 x2 y2, b = z2 x3 y3 z3 x4 y4 z4 x5, c = y5 z5 x6 y6 z6 x7 y7 z7:
-    // each axis takes lanes from all three, put in place by one permute each and two blends
-    // (indices of lanes a blend does not take are 0; yc's lane 5 and zb's lane 2 take 0).
-    const __m256 a = _mm256_loadu_ps(f), b = _mm256_loadu_ps(f + 8), d = _mm256_loadu_ps(f + 16);
-    const __m256 xa = _mm256_permutevar8x32_ps(a, _mm256_setr_epi32(0, 3, 6, 0, 0, 0, 0, 0));
-    const __m256 xb = _mm256_permutevar8x32_ps(b, _mm256_setr_epi32(0, 0, 0, 1, 4, 7, 0, 0));
-    const __m256 xc = _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 0, 0, 0, 0, 0, 2, 5));
-    c[0] = _mm256_blend_ps(_mm256_blend_ps(xa, xb, 0x38), xc, 0xc0);
-    const __m256 ya = _mm256_permutevar8x32_ps(a, _mm256_setr_epi32(1, 4, 7, 0, 0, 0, 0, 0));
-    const __m256 yb = _mm256_permutevar8x32_ps(b, _mm256_setr_epi32(0, 0, 0, 2, 5, 0, 0, 0));
-    const __m256 yc = _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 0, 0, 0, 0, 0, 3, 6));
-    c[1] = _mm256_blend_ps(_mm256_blend_ps(ya, yb, 0x18), yc, 0xe0);
-    const __m256 za = _mm256_permutevar8x32_ps(a, _mm256_setr_epi32(2, 5, 0, 0, 0, 0, 0, 0));
-    const __m256 zb = _mm256_permutevar8x32_ps(b, _mm256_setr_epi32(0, 0, 0, 3, 6, 0, 0, 0));
-    const __m256 zc = _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 0, 0, 0, 0, 1, 4, 7));
-    c[2] = _mm256_blend_ps(_mm256_blend_ps(za, zb, 0x1c), zc, 0xe0);
-  }
-}
 
 /// Along one axis, each of 8 points reads the voxel pair (cell, cell + 1), always on the
 /// grid, with weights w0 and w1: (1 − t, t) inside; at and past the edges the weights the
@@ -208,7 +153,7 @@ struct linear_block_avx2 {
                              float scale = 1.f) const {
     const int C = Channels != 0 ? Channels : src.channels;
     __m256 q[Dim];
-    load_displacements_avx2<Dim>(u, q);
+    load_vectors_avx2<Dim>(u, q);
     if (scale != 1.f)
       for (int a = 0; a < Dim; ++a) q[a] = _mm256_mul_ps(q[a], _mm256_set1_ps(scale));
     __m256 in = _mm256_castsi256_ps(_mm256_set1_epi32(-1)), finite = in;

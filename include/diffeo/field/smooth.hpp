@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "../core/backend.hpp"
+#include "../core/detail/avx2.hpp"
 #include "../core/field.hpp"
 #include "../sample/boundary.hpp"
 
@@ -84,6 +85,62 @@ inline std::vector<double> gaussian_weights(double sigma, double truncate) {
 
 namespace detail {
 
+/// out[t] = Σ_k w[k] · src[k][t] for t in [0, len): a weighted sum of `taps` rows.
+template <class S>
+void weighted_rows_portable(S* out, const S* const* src, const S* w, int taps, index_t len) {
+  for (index_t t = 0; t < len; ++t) out[t] = w[0] * src[0][t];
+  for (int k = 1; k < taps; ++k) {
+    const S wk = w[k];
+    const S* r = src[k];
+    for (index_t t = 0; t < len; ++t) out[t] += wk * r[t];
+  }
+}
+
+#if defined(DIFFEO_HAVE_AVX2)
+// Overloads that let one body serve float and double.
+DIFFEO_TARGET_AVX2 inline __m256 avx_set1(float x) { return _mm256_set1_ps(x); }
+DIFFEO_TARGET_AVX2 inline __m256d avx_set1(double x) { return _mm256_set1_pd(x); }
+DIFFEO_TARGET_AVX2 inline __m256 avx_load(const float* p) { return _mm256_loadu_ps(p); }
+DIFFEO_TARGET_AVX2 inline __m256d avx_load(const double* p) { return _mm256_loadu_pd(p); }
+DIFFEO_TARGET_AVX2 inline void avx_store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+DIFFEO_TARGET_AVX2 inline void avx_store(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+DIFFEO_TARGET_AVX2 inline __m256 avx_fmadd(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+DIFFEO_TARGET_AVX2 inline __m256d avx_fmadd(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+
+/// The same in blocks of 8 vectors that stay in registers while every row is added: one
+/// store per output instead of a load and a store per tap.
+template <class S>
+DIFFEO_TARGET_AVX2 void weighted_rows_avx2(S* out, const S* const* src, const S* w, int taps,
+                                           index_t len) {
+  constexpr int L = 32 / sizeof(S), B = 8 * L;
+  index_t t0 = 0;
+  for (; t0 + B <= len; t0 += B) {
+    const auto w0 = avx_set1(w[0]);
+    decltype(avx_set1(w[0])) acc[8];
+    for (int j = 0; j < 8; ++j) acc[j] = avx_fmadd(w0, avx_load(src[0] + t0 + j * L), avx_set1(S(0)));
+    for (int k = 1; k < taps; ++k) {
+      const auto wk = avx_set1(w[k]);
+      const S* r = src[k] + t0;
+      for (int j = 0; j < 8; ++j) acc[j] = avx_fmadd(wk, avx_load(r + j * L), acc[j]);
+    }
+    for (int j = 0; j < 8; ++j) avx_store(out + t0 + j * L, acc[j]);
+  }
+  for (; t0 < len; ++t0) {
+    S acc = w[0] * src[0][t0];
+    for (int k = 1; k < taps; ++k) acc = std::fma(w[k], src[k][t0], acc);
+    out[t0] = acc;
+  }
+}
+#endif
+
+template <class S>
+void weighted_rows(S* out, const S* const* src, const S* w, int taps, index_t len) {
+#if defined(DIFFEO_HAVE_AVX2)
+  if (cpu_has_avx2()) return weighted_rows_avx2(out, src, w, taps, len);
+#endif
+  weighted_rows_portable(out, src, w, taps, len);
+}
+
 /// Linear index (in `ext`) of `p` with its coordinate along `axis` set to 0, and the
 /// stride of that axis.
 template <int Dim>
@@ -137,44 +194,55 @@ struct conv_axis_kernel {
   /// (coordinates `p`, `p[0] == 0`) of `n` points, as weighted sums of shifted input rows,
   /// so the inner loops run over contiguous memory.
   void row(index_t i, index_vec<Dim> p, index_t n) const {
+    constexpr int max_taps = 128;  // longer kernels (σ > 15 voxels) take the point path
     S* out = y + i * width;
-    const index_t taps = 2 * radius + 1, len = n * width;
-    for (index_t t = 0; t < len; ++t) out[t] = S(0);
-    if (axis != 0) {
+    const index_t taps = 2 * radius + 1;
+    const S* rows[max_taps];
+    S weights[max_taps];
+    if (axis != 0 && taps <= max_taps) {
       const index_t first = step * p[axis] - radius;
+      int used = 0;
       for (index_t k = 0; k < taps; ++k) {
         bool valid;
         index_vec<Dim> q = p;
         q[axis] = boundary_map<Boundary>::apply(first + k, x_ext[axis], valid);
         if (!valid) continue;
-        const S* src = x + x_ext.linear(q) * width;
-        const S wk = w[k];
-        for (index_t t = 0; t < len; ++t) out[t] += wk * src[t];
+        rows[used] = x + x_ext.linear(q) * width;
+        weights[used++] = w[k];
       }
+      if (used == 0)
+        for (index_t t = 0; t < n * width; ++t) out[t] = S(0);
+      else
+        weighted_rows(out, rows, weights, used, n * width);
       return;
     }
-    // Along x: outputs [a, b) have all their taps on the row; the others take the point path.
+    // Along x: outputs [a, b) have all their taps on the row; the few near the ends read
+    // a copy of the row's ends with the boundary applied.
     const index_t nx = x_ext[0];
-    index_t a = (radius + step - 1) / step;
-    index_t b = nx - radius - 1 >= 0 ? (nx - radius - 1) / step + 1 : 0;
-    a = a < n ? a : n;
-    b = b < n ? b : n;
-    b = b > a ? b : a;
-    for (index_t xo = 0; xo < a; ++xo) p[0] = xo, (*this)(i + xo, p);
-    for (index_t xo = b; xo < n; ++xo) p[0] = xo, (*this)(i + xo, p);
     p[0] = 0;
     const S* src = x + x_ext.linear(p) * width;
+    if (axis != 0 || step != 1 || taps > max_taps || nx < 2 * taps) {
+      for (index_t xo = 0; xo < n; ++xo) p[0] = xo, (*this)(i + xo, p);
+      return;
+    }
+    const index_t r = radius;
     for (index_t k = 0; k < taps; ++k) {
-      const S wk = w[k];
-      if (step == 1) {
-        const S* s = src + (k - radius) * width;
-        for (index_t t = a * width; t < b * width; ++t) out[t] += wk * s[t];
-      } else {
-        for (index_t xo = a; xo < b; ++xo) {
-          const S* s = src + (step * xo - radius + k) * width;
-          for (int c = 0; c < width; ++c) out[xo * width + c] += wk * s[c];
-        }
+      rows[k] = src + k * width;  // output r + t reads inputs t .. t + 2r
+      weights[k] = w[k];
+    }
+    weighted_rows(out + r * width, rows, weights, int(taps), (nx - 2 * r) * width);
+    // Each end: inputs [-r, 2r) (or [n - 2r, n + r)) through the boundary; zeros reads 0.
+    thread_local std::vector<S> edge;
+    edge.assign(std::size_t(3 * r * width), S(0));
+    for (const bool left : {true, false}) {
+      const index_t first = left ? -r : nx - 2 * r;
+      for (index_t j = 0; j < 3 * r; ++j) {
+        bool valid;
+        const index_t m = boundary_map<Boundary>::apply(first + j, nx, valid);
+        for (int c = 0; c < width; ++c) edge[j * width + c] = valid ? src[m * width + c] : S(0);
       }
+      for (index_t k = 0; k < taps; ++k) rows[k] = edge.data() + k * width;
+      weighted_rows(out + (left ? 0 : nx - r) * width, rows, weights, int(taps), r * width);
     }
   }
 };
@@ -249,28 +317,50 @@ struct separable_filter {
       weights[a] = field<S, 2, Backend>(make_extents(n, 1));
       copy_between(backend::serial{}, h.data(), n, Backend{}, weights[a].data());
     }
-    // Every pass writes a fresh buffer, so `from` and `to` may be the same memory.
+    // A pass never writes what it reads. When every stage has the size of `to` and `to`
+    // is not `from`, the 3D passes go `from` → `to` → scratch → `to` (one scratch field, not
+    // two: fresh memory costs page faults at about the price of a pass).
+    bool same_size = true;
+    for (int a = 0; a <= Dim; ++a) same_size = same_size && stage(a).count() == x_ext.count();
+    const bool through_to = Dim == 3 && same_size && from != to;
     field<S, Dim, Backend> tmp[Dim - 1];
     const S* src = from;
     for (int s = 0; s < Dim; ++s) {
       const int a = transposed ? Dim - 1 - s : s;
       const extents<Dim> out_ext = transposed ? stage(a) : stage(a + 1);
       S* dst = to;
-      if (s + 1 < Dim) {
+      if (s + 1 < Dim && !(through_to && s == 0)) {
         tmp[s] = field<S, Dim, Backend>(out_ext, width);
         dst = tmp[s].data();
       }
       const index_t r = (static_cast<index_t>(w[a].size()) - 1) / 2;
       if (transposed)
-        for_each_point(be, out_ext,
-                       conv_axis_adjoint_kernel<Boundary, S, Dim>{
-                           src, dst, stage(a + 1), x_ext[a], a, width, step, weights[a].data(), r});
+        run_pass(be, out_ext, a,
+                 conv_axis_adjoint_kernel<Boundary, S, Dim>{
+                     src, dst, stage(a + 1), x_ext[a], a, width, step, weights[a].data(), r});
       else
-        for_each_point(be, out_ext,
-                       conv_axis_kernel<Boundary, S, Dim>{src, dst, stage(a), a, width, step,
-                                                          weights[a].data(), r});
+        run_pass(be, out_ext, a,
+                 conv_axis_kernel<Boundary, S, Dim>{src, dst, stage(a), a, width, step,
+                                                    weights[a].data(), r});
       src = dst;
     }
+  }
+
+  /// Runs the pass along `axis` over `ext`. On the CPU backends a 3D pass along z takes
+  /// the rows z first: consecutive rows then share all but one of their 2r + 1 input
+  /// rows, which stay in cache (in y-first order they are a slice apart, and a 128³
+  /// field's 13 slices do not fit in L2).
+  template <class Backend, class K>
+  static void run_pass(Backend be, const extents<Dim>& ext, int axis, const K& kernel) {
+    constexpr bool cpu = std::is_same_v<Backend, backend::serial> || std::is_same_v<Backend, backend::tbb>;
+    if constexpr (Dim == 3 && cpu) {
+      if (axis == 2) {
+        const index_t ny = ext[1], nz = ext[2];
+        for_each_index(be, ny * nz, [&](index_t r) { run_row(ext, (r % nz) * ny + r / nz, kernel); });
+        return;
+      }
+    }
+    for_each_point(be, ext, kernel);
   }
 };
 

@@ -137,3 +137,55 @@ TEST_CASE("invert rejects bad input, naming the argument") {
   bad({{5, 2}})[0] = std::numeric_limits<double>::infinity();
   CHECK_THROWS_WITH_AS(invert(bad), doctest::Contains("invert(u): the residual"), value_error);
 }
+
+// L(u) = Σ g · invert(u): the implicit-function VJP against central differences of
+// inversions run to 1e-13 voxels.
+template <class B, int Dim>
+void check_invert_vjp(const extents<Dim>& e, bool enforce_boundary) {
+  const auto u = smooth_field<double, Dim>(e, 0.9, 3);
+  const auto g = smooth_field<double, Dim>(e, 1.0, 8);
+  const invert_options opts{.max_iterations = 400,
+                            .max_error_tolerance = 1e-13,
+                            .mean_error_tolerance = 1e-14,
+                            .enforce_boundary = enforce_boundary};
+  auto loss = [&](const host_field<double, Dim>& uu) {
+    const auto w = invert(uu, opts).field;
+    double s = 0;
+    for (index_t i = 0; i < w.points(); ++i) s += dot(g[i], w[i]);
+    return s;
+  };
+  const auto r = invert(to_backend<B>(u), opts);
+  if (!enforce_boundary) CHECK(r.report.max_error < 1e-12);
+  const auto grad = to_host(invert_vjp(to_backend<B>(u), r.field, to_backend<B>(g), opts));
+  const double h = 1e-6;
+  int checked = 0;
+  for (index_t i = 0; i < e.count(); i += 5)
+    for (int a = 0; a < Dim; ++a) {
+      auto up = u, um = u;
+      up[i][a] += h;
+      um[i][a] -= h;
+      const double fd = (loss(up) - loss(um)) / (2 * h);
+      CHECK(grad[i][a] == doctest::Approx(fd).epsilon(1e-5).scale(1.0));
+      ++checked;
+    }
+  CHECK(checked > 10);
+}
+
+TEST_CASE_TEMPLATE("invert_vjp matches central differences", B, DIFFEO_TEST_BACKENDS) {
+  check_invert_vjp<B, 2>(make_extents(9, 7), false);
+  check_invert_vjp<B, 2>(make_extents(8, 8), true);
+  check_invert_vjp<B, 3>(make_extents(5, 4, 4), false);
+}
+
+TEST_CASE("invert_vjp rejects a folding field and bad shapes, naming the argument") {
+  const auto e = make_extents(8, 8);
+  host_field<double, 2> u(e), w(e), g(e), other(make_extents(8, 7));
+  // u = (−x, 0): I + Du has a zero row everywhere (every column collapses onto x = 0).
+  for (index_t i = 0; i < e.count(); ++i) u[i] = vec2d{{-1.0 * double(e.unravel(i)[0]), 0.0}};
+  g.fill(vec2d{{1.0, 0.0}});
+  CHECK_THROWS_WITH_AS(invert_vjp(u, w, g, {.enforce_boundary = false}),
+                       doctest::Contains("invert_vjp(u): I + Du is singular"), value_error);
+  CHECK_THROWS_WITH_AS(invert_vjp(u, other, g), doctest::Contains("invert_vjp(u, w)"), shape_error);
+  CHECK_THROWS_WITH_AS(invert_vjp(u, w, other), doctest::Contains("invert_vjp(w, grad_w)"),
+                       shape_error);
+}

@@ -10,9 +10,11 @@
 /// reduction computed on the fly. Units: voxels. See docs/field.md.
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "compose.hpp"
+#include "jacobian.hpp"
 
 namespace diffeo {
 
@@ -60,6 +62,32 @@ invert_result<S, Dim, Backend> invert(const vector_field<S, Dim, Backend>& u,
                                       const vector_field<S, Dim, Backend>& initial,
                                       const invert_options& opts = {}, Boundary = {});
 
+/// ∂L/∂u of the inverse `w` of `u` (as `invert` returns it), given `grad_w` = ∂L/∂w, by
+/// the implicit function theorem on w(p) + u(p + w(p)) = 0:
+///
+///   λ(p) = (I + Du(q))^-T grad_w(p),  q = p + w(p);   ∂L/∂u = −Σ_p λ(p) ⊗ taps of q,
+///
+/// the scatter of `compose_vjp` with −λ. Exact for the exact inverse; for an estimate it is
+/// the gradient of the inverse it approximates. With `opts.enforce_boundary` the border
+/// voxels of w are held at 0 and pass no gradient. The initial estimate gets none either.
+/// Throws `value_error` where I + Du(q) is singular (u folds there: no inverse).
+template <class Boundary = boundary::border, class Backend, class U, class W, class G, class S,
+          int Dim>
+  requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>> &&
+           std::is_same_v<std::remove_const_t<W>, vec<S, Dim>> &&
+           std::is_same_v<std::remove_const_t<G>, vec<S, Dim>>
+void invert_vjp(Backend be, field_view<U, Dim> u, field_view<W, Dim> w, field_view<G, Dim> grad_w,
+                vector_view<S, Dim> grad_u, const invert_options& opts = {}, Boundary = {},
+                scatter_mode mode = scatter_mode::atomic);
+
+/// ∂L/∂u of `w = invert(u, opts).field` as a new field.
+template <class Boundary = boundary::border, class S, int Dim, class Backend>
+vector_field<S, Dim, Backend> invert_vjp(const vector_field<S, Dim, Backend>& u,
+                                         const vector_field<S, Dim, Backend>& w,
+                                         const vector_field<S, Dim, Backend>& grad_w,
+                                         const invert_options& opts = {}, Boundary = {},
+                                         scatter_mode mode = scatter_mode::atomic);
+
 // ------------------------------------------------------------------------------------------
 
 namespace detail {
@@ -99,6 +127,34 @@ struct zero_border_kernel {
   vector_view<S, Dim> w;
   DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
     if (on_border(w.ext, p)) w[i] = vec<S, Dim>::zero();
+  }
+};
+
+/// −λ(p) of `invert_vjp`; NaN where I + Du(q) is singular.
+template <class Boundary, class S, int Dim>
+struct invert_adjoint_kernel {
+  const_vector_view<S, Dim> u, w, g;
+  vector_view<S, Dim> out;
+  bool enforce_boundary;
+  DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
+    if (enforce_boundary && on_border(w.ext, p)) {
+      out[i] = vec<S, Dim>::zero();
+      return;
+    }
+    const auto s = sample_with_gradient(u, p.template cast<S>() + w[i], interp::linear{}, Boundary{});
+    jacobian_matrix<S, Dim> a;  // (I + Du)^T: a(k, m) = δ_km + ∂u_m/∂q_k
+    for (int k = 0; k < Dim; ++k)
+      for (int m = 0; m < Dim; ++m) a.m[k][m] = S(k == m) + s.d[k][m];
+    const S det = determinant(a);
+    const jacobian_matrix<S, Dim> c = cofactor(a);  // a⁻¹ = cof(a)ᵀ / det
+    const vec<S, Dim> gi = g[i];
+    vec<S, Dim> r;
+    for (int k = 0; k < Dim; ++k) {
+      S acc = 0;
+      for (int m = 0; m < Dim; ++m) acc += c.m[m][k] * gi[m];
+      r[k] = det != S(0) ? -acc / det : std::numeric_limits<S>::quiet_NaN();
+    }
+    out[i] = r;
   }
 };
 
@@ -166,6 +222,45 @@ invert_result<S, Dim, Backend> invert(const vector_field<S, Dim, Backend>& u,
   copy(initial, r.field);
   r.report = invert(Backend{}, u.view(), r.field.view(), opts, Boundary{});
   return r;
+}
+
+template <class Boundary, class Backend, class U, class W, class G, class S, int Dim>
+  requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>> &&
+           std::is_same_v<std::remove_const_t<W>, vec<S, Dim>> &&
+           std::is_same_v<std::remove_const_t<G>, vec<S, Dim>>
+void invert_vjp(Backend be, field_view<U, Dim> u, field_view<W, Dim> w, field_view<G, Dim> grad_w,
+                vector_view<S, Dim> grad_u, const invert_options& opts, Boundary,
+                scatter_mode mode) {
+  detail::require_vector_view(u, "invert_vjp(u)");
+  detail::require_vector_view(w, "invert_vjp(w)");
+  detail::require_vector_view(grad_w, "invert_vjp(grad_w)");
+  detail::require_vector_view(grad_u, "invert_vjp(grad_u)");
+  detail::require_same_grid(u, w, "invert_vjp(u, w)");
+  require_same_extents(w, grad_w, "invert_vjp(w, grad_w)");
+  require_same_extents(u, grad_u, "invert_vjp(u, grad_u)");
+  detail::require_no_alias(grad_u, u, "invert_vjp(u, grad_u)");
+  detail::require_no_alias(grad_u, w, "invert_vjp(w, grad_u)");
+  detail::require_no_alias(grad_u, grad_w, "invert_vjp(grad_w, grad_u)");
+  vector_field<S, Dim, Backend> minus_lambda(w.ext);
+  for_each_point(be, w.ext,
+                 detail::invert_adjoint_kernel<Boundary, S, Dim>{
+                     as_const(u), as_const(w), as_const(grad_w), minus_lambda.view(),
+                     opts.enforce_boundary});
+  validate_finite(be, minus_lambda.view(),
+                  "invert_vjp(u): I + Du is singular at p + w(p) (u folds there), or the "
+                  "input is not finite; lambda has");
+  fill_n(be, grad_u.data, grad_u.points(), vec<S, Dim>::zero());
+  detail::compose_scatter<Boundary>(be, as_const(w), as_const(minus_lambda.view()), grad_u, mode);
+}
+
+template <class Boundary, class S, int Dim, class Backend>
+vector_field<S, Dim, Backend> invert_vjp(const vector_field<S, Dim, Backend>& u,
+                                         const vector_field<S, Dim, Backend>& w,
+                                         const vector_field<S, Dim, Backend>& grad_w,
+                                         const invert_options& opts, Boundary, scatter_mode mode) {
+  vector_field<S, Dim, Backend> grad_u(u.geometry());
+  invert_vjp(Backend{}, u.view(), w.view(), grad_w.view(), grad_u.view(), opts, Boundary{}, mode);
+  return grad_u;
 }
 
 }  // namespace diffeo

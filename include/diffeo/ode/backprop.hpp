@@ -206,7 +206,7 @@ gradient_stats backprop(const explicit_rk<Tab, State, Time>&, System&& sys,
           v[0] = &lambda;
           q = 1;
         }
-        for (std::size_t j = 0; j < nz; ++j, ++q) {
+        for (int j = 0; j < int(nz); ++j, ++q) {  // int: nz may be 0 (nvcc warns on unsigned)
           c[q] = double(h) * col::value[idx[j]];
           v[q] = &xi[idx[j]];
         }

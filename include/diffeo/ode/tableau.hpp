@@ -98,10 +98,11 @@ constexpr double tableau_defect() {
 template <butcher_tableau T>
 constexpr bool is_fsal() {
   constexpr int s = T::stages;
-  if (s < 2 || T::c[s - 1] != 1.0 || T::b[s - 1] != 0.0) return false;
-  for (int j = 0; j < s - 1; ++j)
-    if (T::a[s - 1][j] != T::b[j]) return false;
-  return true;
+  // One expression, no early return: nvcc flags the loop after it as unreachable when
+  // the first test is false at compile time.
+  bool fsal = s >= 2 && T::c[s - 1] == 1.0 && T::b[s - 1] == 0.0;
+  for (int j = 0; fsal && j < s - 1; ++j) fsal = T::a[s - 1][j] == T::b[j];
+  return fsal;
 }
 
 }  // namespace diffeo::ode

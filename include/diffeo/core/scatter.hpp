@@ -6,10 +6,18 @@
 /// of additions, hence the rounding, varies from run to run), `deterministic` gathers
 /// every target's contributions in source order after a sort by target (bitwise
 /// reproducible: the same on every run and on the serial and oneTBB backends).
+///
+/// On oneTBB, `atomic` first tries bands: runs of sources whose targets are disjoint from
+/// those of the band after next (true whenever the sources are grid points whose taps lie
+/// within a bounded distance, as in a warp or a splat by a bounded field). Even bands then
+/// run in parallel with plain adds, then odd ones; no atomic operation is needed, and the
+/// result does not depend on the thread count. Otherwise it falls back to atomic adds.
 
+#include <algorithm>
 #include <atomic>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "backend.hpp"
 #include "field.hpp"
@@ -128,6 +136,112 @@ struct scatter_gather_kernel {
   }
 };
 
+/// Plain adds of sources [first, last).
+template <int K, class S, class Taps, class Value>
+void scatter_range(index_t first, index_t last, const Taps& taps, const Value& value, S* target,
+                   int channels) {
+  const scatter_direct_kernel<K, S, Taps, Value, false> add{taps, value, target, channels};
+  for (index_t s = first; s < last; ++s) add(s);
+}
+
+#if defined(DIFFEO_ENABLE_TBB)
+/// The banded scatter of the oneTBB backend (see the top of this file); false when the
+/// sources' targets do not fall into such bands (nothing is written then).
+///
+/// Bands are runs of `per` blocks of sources. The target range of each band is estimated
+/// from every 64th source; bands of one parity split the target indices between them at
+/// the midpoints of the gaps between their estimates. A band adds plainly into its own
+/// part; a tap that lands outside it (the estimate missed it) is set aside and added
+/// after the band's phase, in band order. So the estimate only steers speed, never the
+/// result, and the result does not depend on the thread count.
+template <int K, class S, class Taps, class Value>
+bool scatter_in_bands(backend::tbb, index_t sources, const Taps& taps, const Value& value,
+                      S* target, int channels) {
+  constexpr index_t block = 1024, stride = 64;
+  const index_t blocks = (sources + block - 1) / block;
+  if (blocks < 4) {  // too few to share: one thread, no atomics
+    scatter_range<K>(0, sources, taps, value, target, channels);
+    return true;
+  }
+  constexpr index_t none = std::numeric_limits<index_t>::max();
+  std::vector<index_t> lo(static_cast<std::size_t>(blocks)), hi(lo.size());
+  // Coarse loops: TBB's own partitioner, one block or band per task at least.
+  ::tbb::parallel_for(index_t(0), blocks, [&](index_t b) {
+    index_t l = none, h = -1;
+    index_t idx[K];
+    S w[K];
+    const index_t last = std::min(sources, (b + 1) * block) - 1;
+    for (index_t s = b * block;; s = std::min(s + stride, last)) {
+      taps(s, idx, w);
+      for (int k = 0; k < K; ++k)
+        if (idx[k] >= 0) l = std::min(l, idx[k]), h = std::max(h, idx[k]);
+      if (s == last) break;
+    }
+    lo[b] = l, hi[b] = h;
+  });
+  // The narrowest bands (at least 4) whose estimates increase strictly within each parity.
+  for (index_t per = 1; blocks / per >= 4; per *= 2) {
+    const index_t bands = (blocks + per - 1) / per;
+    std::vector<index_t> band_lo(static_cast<std::size_t>(bands)), band_hi(band_lo.size());
+    bool disjoint = true;
+    index_t prev[2] = {-1, -1};  // the last non-empty band of each parity
+    std::vector<index_t> part_end(band_lo.size(), none);  // band j owns [end of j − 2, part_end[j])
+    for (index_t j = 0; j < bands && disjoint; ++j) {
+      index_t l = none, h = -1;
+      for (index_t b = j * per; b < std::min(blocks, (j + 1) * per); ++b)
+        l = std::min(l, lo[b]), h = std::max(h, hi[b]);
+      band_lo[j] = l, band_hi[j] = h;
+      if (h < 0) continue;
+      const index_t q = prev[j % 2];
+      if (q >= 0) {
+        disjoint = band_hi[q] < l;
+        part_end[q] = band_hi[q] + (l - band_hi[q] + 1) / 2;
+      }
+      prev[j % 2] = j;
+    }
+    if (!disjoint) continue;
+    std::vector<index_t> part_begin(band_lo.size(), 0);
+    for (const int parity : {0, 1}) {
+      index_t begin = 0;
+      for (index_t j = parity; j < bands; j += 2) {
+        part_begin[j] = begin;
+        if (band_hi[j] >= 0) begin = part_end[j];
+      }
+    }
+    struct entry {
+      index_t source, tap;
+      S weight;
+    };
+    std::vector<std::vector<entry>> misses(static_cast<std::size_t>(bands));
+    for (const index_t parity : {0, 1}) {
+      ::tbb::parallel_for(index_t(0), (bands - parity + 1) / 2, [&](index_t m) {
+        const index_t j = 2 * m + parity;
+        const index_t begin = part_begin[j], end = band_hi[j] >= 0 ? part_end[j] : begin;
+        index_t idx[K];
+        S w[K];
+        for (index_t s = j * per * block; s < std::min(sources, (j + 1) * per * block); ++s) {
+          taps(s, idx, w);
+          for (int k = 0; k < K; ++k) {
+            if (idx[k] < 0) continue;
+            if (idx[k] < begin || idx[k] >= end) {
+              misses[j].push_back({s, idx[k], w[k]});
+              continue;
+            }
+            S* t = target + idx[k] * channels;
+            for (int c = 0; c < channels; ++c) t[c] += w[k] * value(s, c);
+          }
+        }
+      });
+      for (index_t j = parity; j < bands; j += 2)
+        for (const entry& e : misses[j])
+          for (int c = 0; c < channels; ++c) target[e.tap * channels + c] += e.weight * value(e.source, c);
+    }
+    return true;
+  }
+  return false;
+}
+#endif
+
 }  // namespace detail
 
 template <int K, class Backend, class S, class Taps, class Value>
@@ -136,6 +250,10 @@ void scatter_add(Backend be, index_t sources, const Taps& taps, const Value& val
   static_assert(std::is_floating_point_v<S>, "scatter_add accumulates into floating point");
   if (sources == 0 || targets == 0) return;
   if (mode == scatter_mode::atomic) {
+#if defined(DIFFEO_ENABLE_TBB)
+    if constexpr (std::is_same_v<Backend, backend::tbb>)
+      if (detail::scatter_in_bands<K>(be, sources, taps, value, target, channels)) return;
+#endif
     constexpr bool atomic = !std::is_same_v<Backend, backend::serial>;
     for_each_index(be, sources,
                    detail::scatter_direct_kernel<K, S, Taps, Value, atomic>{taps, value, target,

@@ -177,12 +177,13 @@ TEST_CASE_TEMPLATE("a smoothed delta has variance sigma^2 along each axis", B,
 
 /// <S x, y> = <x, S^T y>, with kernels longer than the grid (reflection folds many times).
 template <class B, int Dim, class Boundary>
-void check_adjoint(double sigma) {
+void check_adjoint(double sigma, bool large = false) {
+  // Large grids reach the transpose's row path (points 2r from every border).
   extents<Dim> e;
   if constexpr (Dim == 2)
-    e = make_extents(9, 4);
+    e = large ? make_extents(40, 30) : make_extents(9, 4);
   else
-    e = make_extents(5, 3, 4);
+    e = large ? make_extents(30, 19, 20) : make_extents(5, 3, 4);
   const auto xh = wavy_image<double, Dim>(e, 2);
   image<double, Dim, host> yh(e, 2);
   for (index_t i = 0; i < yh.size(); ++i) yh[i] = std::cos(1.1 * double(i) + 0.3);
@@ -209,6 +210,9 @@ TEST_CASE_TEMPLATE("the smoothing VJP is the exact transpose", B, DIFFEO_TEST_BA
     check_adjoint<B, 3, boundary::border>(sigma);
     check_adjoint<B, 3, boundary::reflection>(sigma);
   }
+  check_adjoint<B, 2, boundary::border>(1.0, true);
+  check_adjoint<B, 2, boundary::zeros>(1.5, true);
+  check_adjoint<B, 3, boundary::reflection>(1.0, true);
   // With border handling S is not symmetric, so the check above has teeth.
   const auto e = make_extents(6, 1);
   image<double, 2, host> d0(e), d1(e);

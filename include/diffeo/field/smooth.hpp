@@ -262,6 +262,7 @@ struct conv_axis_adjoint_kernel {
   index_t step;
   const S* w;
   index_t radius;
+  bool symmetric;  // w[k] == w[2r − k]: away from the border the transpose is the filter
   DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
     index_t base, stride;
     axis_line(y_ext, p, axis, base, stride);
@@ -289,6 +290,40 @@ struct conv_axis_adjoint_kernel {
       for (int c = 0; c < width; ++c) out[c] += a * src[o * sw + c];
     }
   }
+  /// The CPU backends' form (see `row_kernel`). With a symmetric kernel and no stride, a
+  /// point at least 2r from the border gathers exactly the forward filter's taps (every
+  /// output reaching it keeps all its taps on the grid), so those run as `conv_axis_kernel`'s
+  /// weighted row sums; the others take the point path.
+  void row(index_t i, index_vec<Dim> p, index_t count) const {
+    constexpr int max_taps = 128;
+    const index_t taps = 2 * radius + 1, r = radius;
+    const bool fast = step == 1 && symmetric && taps <= max_taps;
+    const S* rows[max_taps];
+    S weights[max_taps];
+    if (fast && axis != 0 && p[axis] >= 2 * r && p[axis] + 2 * r < n) {
+      for (index_t k = 0; k < taps; ++k) {
+        index_vec<Dim> q = p;
+        q[axis] = p[axis] - r + k;
+        rows[k] = y + y_ext.linear(q) * width;
+        weights[k] = w[k];
+      }
+      weighted_rows(x + i * width, rows, weights, int(taps), count * width);
+      return;
+    }
+    index_t a = 0, b = 0;  // [a, b): the fast part of an x row
+    if (fast && axis == 0 && n > 4 * r) {
+      a = 2 * r, b = n - 2 * r;
+      p[0] = 0;
+      const S* src = y + y_ext.linear(p) * width;
+      for (index_t k = 0; k < taps; ++k) {
+        rows[k] = src + (a - r + k) * width;
+        weights[k] = w[k];
+      }
+      weighted_rows(x + (i + a) * width, rows, weights, int(taps), (b - a) * width);
+    }
+    for (index_t xo = 0; xo < a; ++xo) p[0] = xo, (*this)(i + xo, p);
+    for (index_t xo = b; xo < count; ++xo) p[0] = xo, (*this)(i + xo, p);
+  }
 };
 
 /// A separable linear filter: one 1D pass per axis (kernel `w[a]`, stride `step` along
@@ -299,6 +334,12 @@ struct separable_filter {
   int width;
   index_t step;
   std::vector<double> w[Dim];
+
+  static bool is_symmetric(const std::vector<double>& k) {
+    for (std::size_t j = 0; j < k.size(); ++j)
+      if (k[j] != k[k.size() - 1 - j]) return false;
+    return true;
+  }
 
   /// Extents after the passes along axes [0, a).
   extents<Dim> stage(int a) const {
@@ -336,8 +377,9 @@ struct separable_filter {
       const index_t r = (static_cast<index_t>(w[a].size()) - 1) / 2;
       if (transposed)
         run_pass(be, out_ext, a,
-                 conv_axis_adjoint_kernel<Boundary, S, Dim>{
-                     src, dst, stage(a + 1), x_ext[a], a, width, step, weights[a].data(), r});
+                 conv_axis_adjoint_kernel<Boundary, S, Dim>{src, dst, stage(a + 1), x_ext[a], a,
+                                                            width, step, weights[a].data(), r,
+                                                            is_symmetric(w[a])});
       else
         run_pass(be, out_ext, a,
                  conv_axis_kernel<Boundary, S, Dim>{src, dst, stage(a), a, width, step,

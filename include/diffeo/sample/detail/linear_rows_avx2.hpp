@@ -26,9 +26,9 @@ struct pair_weights {
 /// Needs `src.size() < 2^31` (32-bit offsets) and at least 2 voxels on every axis.
 ///
 /// One channel: the two x-neighbours of a pair are adjacent floats, so each pair is one
-/// 64-bit gather element. Two to four channels: a voxel's channels are adjacent, so two
-/// points share a vector, one per half, read with plain loads. More channels: point by
-/// point, 4 channels at a time.
+/// 64-bit gather element. Two channels: a pair is 4 adjacent floats, four points per
+/// vector. Three or four: two points share a vector, one per half, read with plain loads.
+/// More channels: point by point, 4 channels at a time.
 template <int Dim, class Boundary>
 struct linear_block_avx2 {
   static constexpr bool in_vector = !std::is_same_v<Boundary, boundary::reflection>;
@@ -195,7 +195,29 @@ struct linear_block_avx2 {
     }
     alignas(32) int offset[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(offset), _mm256_mullo_epi32(idx, channels));
-    if constexpr (Channels >= 2) {
+    if constexpr (Channels == 2) {
+      // A voxel pair is 4 adjacent floats: four points per vector, the pairs of points
+      // (l, l + 1) and (l + 2, l + 3) split into first and second voxels by two shuffles.
+      for (int l = 0; l < 8; l += 4) {
+        const __m256i pick = _mm256_setr_epi32(l, l, l + 1, l + 1, l + 2, l + 2, l + 3, l + 3);
+        __m256 w0[Dim], w1[Dim];
+        for (int a = 0; a < Dim; ++a) {
+          w0[a] = _mm256_permutevar8x32_ps(w[a].w0, pick);
+          w1[a] = _mm256_permutevar8x32_ps(w[a].w1, pick);
+        }
+        const float *p0 = r + offset[l], *p1 = r + offset[l + 1], *p2 = r + offset[l + 2],
+                    *p3 = r + offset[l + 3];
+        const __m256 v = combine(
+            [&](index_t d) DIFFEO_TARGET_AVX2 {
+              const __m256 a = _mm256_loadu2_m128(p2 + d, p0 + d), b = _mm256_loadu2_m128(p3 + d, p1 + d);
+              const __m256 first = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+              const __m256 second = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2));
+              return mix(first, second, w0[0], w1[0]);
+            },
+            w0, w1);
+        _mm256_storeu_ps(out + 2 * l, v);
+      }
+    } else if constexpr (Channels >= 2) {
       constexpr int shift = (4 - Channels % 4) % 4;
       for (int l = 0; l < 8; l += 2) {
         const __m256i pick = _mm256_setr_epi32(l, l, l, l, l + 1, l + 1, l + 1, l + 1);

@@ -198,7 +198,7 @@ struct conv_axis_kernel {
     S* out = y + i * width;
     const index_t taps = 2 * radius + 1;
     const S* rows[max_taps];
-    S weights[max_taps];
+    S weights[max_taps];  // of the taps on the grid (zeros drops the others)
     if (axis != 0 && taps <= max_taps) {
       const index_t first = step * p[axis] - radius;
       int used = 0;
@@ -226,11 +226,8 @@ struct conv_axis_kernel {
       return;
     }
     const index_t r = radius;
-    for (index_t k = 0; k < taps; ++k) {
-      rows[k] = src + k * width;  // output r + t reads inputs t .. t + 2r
-      weights[k] = w[k];
-    }
-    weighted_rows(out + r * width, rows, weights, int(taps), (nx - 2 * r) * width);
+    for (index_t k = 0; k < taps; ++k) rows[k] = src + k * width;  // output r + t reads t .. t + 2r
+    weighted_rows(out + r * width, rows, w, int(taps), (nx - 2 * r) * width);
     // Each end: inputs [-r, 2r) (or [n - 2r, n + r)) through the boundary; zeros reads 0.
     thread_local std::vector<S> edge;
     edge.assign(std::size_t(3 * r * width), S(0));
@@ -242,7 +239,7 @@ struct conv_axis_kernel {
         for (int c = 0; c < width; ++c) edge[j * width + c] = valid ? src[m * width + c] : S(0);
       }
       for (index_t k = 0; k < taps; ++k) rows[k] = edge.data() + k * width;
-      weighted_rows(out + (left ? 0 : nx - r) * width, rows, weights, int(taps), r * width);
+      weighted_rows(out + (left ? 0 : nx - r) * width, rows, w, int(taps), r * width);
     }
   }
 };
@@ -299,15 +296,13 @@ struct conv_axis_adjoint_kernel {
     const index_t taps = 2 * radius + 1, r = radius;
     const bool fast = step == 1 && symmetric && taps <= max_taps;
     const S* rows[max_taps];
-    S weights[max_taps];
     if (fast && axis != 0 && p[axis] >= 2 * r && p[axis] + 2 * r < n) {
       for (index_t k = 0; k < taps; ++k) {
         index_vec<Dim> q = p;
         q[axis] = p[axis] - r + k;
         rows[k] = y + y_ext.linear(q) * width;
-        weights[k] = w[k];
       }
-      weighted_rows(x + i * width, rows, weights, int(taps), count * width);
+      weighted_rows(x + i * width, rows, w, int(taps), count * width);
       return;
     }
     index_t a = 0, b = 0;  // [a, b): the fast part of an x row
@@ -315,11 +310,8 @@ struct conv_axis_adjoint_kernel {
       a = 2 * r, b = n - 2 * r;
       p[0] = 0;
       const S* src = y + y_ext.linear(p) * width;
-      for (index_t k = 0; k < taps; ++k) {
-        rows[k] = src + (a - r + k) * width;
-        weights[k] = w[k];
-      }
-      weighted_rows(x + (i + a) * width, rows, weights, int(taps), (b - a) * width);
+      for (index_t k = 0; k < taps; ++k) rows[k] = src + (a - r + k) * width;
+      weighted_rows(x + (i + a) * width, rows, w, int(taps), (b - a) * width);
     }
     for (index_t xo = 0; xo < a; ++xo) p[0] = xo, (*this)(i + xo, p);
     for (index_t xo = b; xo < count; ++xo) p[0] = xo, (*this)(i + xo, p);

@@ -124,31 +124,30 @@ struct compose_kernel {
   /// the block leaves (reflection off the grid) take the scalar path. Returns where it
   /// stopped.
   DIFFEO_TARGET_AVX2 index_t row_avx2(index_t i, index_vec<Dim> p, index_t n) const {
-    const field_view<const float, Dim> uf = as_floats(u);
-    const linear_block_avx2<Dim, Boundary> block(uf);
-    float sampled[8 * Dim];  // not written into w directly: w may alias v
-    index_t x = 0;
-    for (; x + 8 <= n; x += 8) {
-      p[0] = x;
-      const int outside = block.template run<Dim>(v.data + i + x, sampled, p, sv);
-      if (outside == 0) {  // the usual case, in vectors
-        const float* vf = reinterpret_cast<const float*>(v.data + i + x);
-        float* wf = reinterpret_cast<float*>(w.data + i + x);
-        for (int k = 0; k < 8 * Dim; ++k) wf[k] = vf[k] * sv + sampled[k] * su;
-        continue;
-      }
-      for (int l = 0; l < 8; ++l) {
-        if ((outside >> l) & 1) {
-          p[0] = x + l;
-          (*this)(i + x + l, p);
-          continue;
-        }
-        vec<S, Dim> s;
-        for (int a = 0; a < Dim; ++a) s[a] = sampled[l * Dim + a];
-        w[i + x + l] = v[i + x + l] * sv + s * su;
-      }
-    }
-    return x;
+    linear_block_avx2<Dim, Boundary> block(as_floats(u));
+    // The rows the next output row (slice) will read first, fetched from memory ahead.
+    block.ahead = (Dim == 3 ? 2 * block.sz : 0) + 2 * block.sy;
+    const bool in_place = w.data == v.data;
+    return run_row(
+        block, v.data + i, p, n, sv,
+        [&](index_t x, const auto& b) DIFFEO_INLINE_AVX2_LAMBDA {
+          const float* vf = reinterpret_cast<const float*>(v.data + i + x);
+          float* wf = reinterpret_cast<float*>(w.data + i + x);
+          if (!in_place) return block.template finish<Dim>(b, wf, store_affine{wf, vf, sv, su});
+          float sampled[8 * Dim];  // in place, w = v + u(p + v) is summed after sampling
+          const int rest = block.template finish<Dim>(b, sampled);
+          for (int l = 0; l < 8; ++l) {
+            if ((rest >> l) & 1) continue;
+            vec<S, Dim> s;
+            for (int a = 0; a < Dim; ++a) s[a] = sampled[l * Dim + a];
+            w[i + x + l] = v[i + x + l] * sv + s * su;
+          }
+          return rest;
+        },
+        [&](index_t x) {  // left by the block (reflection off the grid): scalar path
+          p[0] = x;
+          (*this)(i + x, p);
+        });
   }
 #endif
   /// One row on the CPU backends: 8 points at a time with AVX2 where it applies.

@@ -248,42 +248,64 @@ struct jacobian_kernel {
   DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
     store(i, jacobian_at<D>(u, i, p, c));
   }
+  /// The taps of one row along each axis, as point offsets: derivative j at point k is
+  /// `w[j] * (u[k + hi[j]] - u[k + lo[j]])`. Along x the interior's; along the other axes
+  /// those of the row's coordinates, so border rows run the same loop.
+  struct row_taps {
+    index_t lo[Dim], hi[Dim];
+    S w[Dim];
+  };
+
   /// The whole row starting at point `i` (coordinates `p`, `p[0] == 0`) of `n` points: the
-  /// CPU backends' form (see `row_kernel`). Points whose neighbours are all on the grid take
-  /// a branch-free loop; the rest the general path.
+  /// CPU backends' form (see `row_kernel`). The points whose x-neighbours are both on the
+  /// grid take a branch-free loop; the row's ends the general path.
   void row(index_t i, index_vec<Dim> p, index_t n) const {
-    bool inside = n >= 3;
-    for (int a = 1; a < Dim; ++a) inside = inside && p[a] >= 1 && p[a] + 1 < u.ext[a];
-    if (inside) {
-      (*this)(i, p);
-      interior(i + 1, n - 2);
-      p[0] = n - 1;
-      (*this)(i + n - 1, p);
+    if (n < 3) {
+      for (index_t x = 0; x < n; ++x) {
+        p[0] = x;
+        (*this)(i + x, p);
+      }
       return;
     }
-    for (index_t x = 0; x < n; ++x) {
+    row_taps t;
+    index_t stride = 1;
+    for (int j = 0; j < Dim; ++j) {
+      diff_taps<D>(j == 0 ? index_t(1) : p[j], u.ext[j], t.lo[j], t.hi[j], t.w[j]);
+      const index_t x = j == 0 ? 1 : p[j];
+      t.lo[j] = (t.lo[j] - x) * stride;
+      t.hi[j] = (t.hi[j] - x) * stride;
+      stride *= u.ext[j];
+    }
+    // Central differences are one-sided at both ends, forward ones at the last point.
+    const index_t first = D == difference::central ? 1 : 0;
+    for (index_t x = 0; x < first; ++x) {
       p[0] = x;
       (*this)(i + x, p);
     }
+    interior(i + first, n - 1 - first, t);
+    p[0] = n - 1;
+    (*this)(i + n - 1, p);
   }
 #if defined(DIFFEO_HAVE_AVX2)
   /// The determinants of `interior` for 3D float fields, 8 points at a time: the
   /// differences are taken on the interleaved vectors, then split per component (the
   /// compiler does not vectorize the 3-strided loop well). Returns where it stopped.
-  DIFFEO_TARGET_AVX2 index_t interior_det_avx2(index_t i, index_t count) const {
-    const index_t stride[3] = {1, u.ext[0], u.ext[0] * u.ext[1]};
+  DIFFEO_TARGET_AVX2 index_t interior_det_avx2(index_t i, index_t count, const row_taps& t) const {
     const float* v = reinterpret_cast<const float*>(u.data);
-    const float w = D == difference::central ? 0.5f : 1.f;
     __m256 cw[3][3];  // c · w: w is a power of two, so this is c · (w · d) exactly
     for (int r = 0; r < 3; ++r)
-      for (int j = 0; j < 3; ++j) cw[r][j] = _mm256_set1_ps(c.m[r][j] * w);
+      for (int j = 0; j < 3; ++j) cw[r][j] = _mm256_set1_ps(c.m[r][j] * t.w[j]);
     const __m256 one = _mm256_set1_ps(1.f);
+    // The next row of the leading slice, which nothing else brings in from memory early.
+    const float* ahead = v + (t.hi[2] + u.ext[0]) * 3;
     index_t k = i;
     for (; k + 8 <= i + count; k += 8) {
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + k * 3), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + k * 3 + 16), _MM_HINT_T0);
       __m256 m[3][3];
       for (int j = 0; j < 3; ++j) {
-        const float* hi = v + (k + stride[j]) * 3;
-        const float* lo = v + (D == difference::central ? k - stride[j] : k) * 3;
+        const float* hi = v + (k + t.hi[j]) * 3;
+        const float* lo = v + (k + t.lo[j]) * 3;
         __m256 d[3];
         deinterleave3_avx2(_mm256_sub_ps(_mm256_loadu_ps(hi), _mm256_loadu_ps(lo)),
                            _mm256_sub_ps(_mm256_loadu_ps(hi + 8), _mm256_loadu_ps(lo + 8)),
@@ -301,25 +323,25 @@ struct jacobian_kernel {
     return k;
   }
 #endif
-  /// Points [i, i + count) of one row, all with on-grid neighbours: the differences of
-  /// `jacobian_at` with fixed offsets, written out so the compiler can vectorize the loop.
-  void interior(index_t i, index_t count) const {
-    index_t stride[Dim];
-    stride[0] = 1;
-    for (int a = 1; a < Dim; ++a) stride[a] = stride[a - 1] * u.ext[a - 1];
+  /// Points [i, i + count) of one row, all with both x-neighbours on the grid, with the
+  /// row's taps `t`: the differences of `jacobian_at` with fixed offsets, written out so the
+  /// compiler can vectorize the loop.
+  void interior(index_t i, index_t count, const row_taps& t) const {
     const S* v = reinterpret_cast<const S*>(u.data);
-    const S w = D == difference::central ? S(0.5) : S(1);
     const index_t end = i + count;
 #if defined(DIFFEO_HAVE_AVX2)
     if constexpr (Det && Dim == 3 && std::is_same_v<S, float>)
-      if (cpu_has_avx2()) i = interior_det_avx2(i, count);
+      if (cpu_has_avx2()) i = interior_det_avx2(i, count, t);
 #endif
+    jacobian_matrix<S, Dim> cw;
+    for (int r = 0; r < Dim; ++r)
+      for (int j = 0; j < Dim; ++j) cw.m[r][j] = c.m[r][j] * t.w[j];
     for (index_t k = i; k < end; ++k) {
       jacobian_matrix<S, Dim> a;
       for (int j = 0; j < Dim; ++j) {
-        const S* hi = v + (k + stride[j]) * Dim;
-        const S* lo = v + (D == difference::central ? k - stride[j] : k) * Dim;
-        for (int r = 0; r < Dim; ++r) a.m[r][j] = S(r == j) + c.m[r][j] * (w * (hi[r] - lo[r]));
+        const S* hi = v + (k + t.hi[j]) * Dim;
+        const S* lo = v + (k + t.lo[j]) * Dim;
+        for (int r = 0; r < Dim; ++r) a.m[r][j] = S(r == j) + cw.m[r][j] * (hi[r] - lo[r]);
       }
       store(k, a);
     }

@@ -66,21 +66,21 @@ struct warp_kernel {
   }
 #if defined(DIFFEO_HAVE_AVX2)
   /// Blocks of 8 points of a row with AVX2, from x = 0; returns where it stopped.
-  /// `Channels`: see `linear_block_avx2::run`.
+  /// `Channels`: see `linear_block_avx2::finish`.
   template <int Channels>
   DIFFEO_TARGET_AVX2 index_t row_avx2(index_t i, index_vec<Dim> p, index_t n) const {
-    index_t x = 0;
-    const linear_block_avx2<Dim, Boundary> block(src);
-    for (; x + 8 <= n; x += 8) {
-      p[0] = x;
-      int rest = block.template run<Channels>(u.data + i + x, out.at(i + x), p);
-      for (; rest != 0; rest &= rest - 1) {  // left by the block: scalar path
-        const int l = __builtin_ctz(static_cast<unsigned>(rest));
-        p[0] = x + l;
-        (*this)(i + x + l, p);
-      }
-    }
-    return x;
+    linear_block_avx2<Dim, Boundary> block(src);
+    // The rows the next output row (slice) will read first, fetched from memory ahead.
+    block.ahead = (Dim == 3 ? 2 * block.sz : 0) + 2 * block.sy;
+    return run_row(
+        block, u.data + i, p, n, 1.f,
+        [&](index_t x, const auto& b) DIFFEO_INLINE_AVX2_LAMBDA {
+          return block.template finish<Channels>(b, out.at(i + x));
+        },
+        [&](index_t x) {  // left by the block (reflection off the grid): scalar path
+          p[0] = x;
+          (*this)(i + x, p);
+        });
   }
   index_t row_avx2(index_t i, const index_vec<Dim>& p, index_t n) const {
     switch (src.channels) {

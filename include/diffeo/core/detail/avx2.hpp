@@ -18,6 +18,10 @@
 #endif
 
 #if defined(DIFFEO_HAVE_AVX2)
+/// For the block kernels called once per block of a row loop: a call would spill the
+/// block's constants on every block.
+#  define DIFFEO_INLINE_AVX2 DIFFEO_TARGET_AVX2 __attribute__((always_inline)) inline
+#  define DIFFEO_INLINE_AVX2_LAMBDA DIFFEO_TARGET_AVX2 __attribute__((always_inline))
 #  include <immintrin.h>
 
 #  include "../vec.hpp"
@@ -52,6 +56,25 @@ DIFFEO_TARGET_AVX2 inline void deinterleave3_avx2(__m256 a, __m256 b, __m256 d, 
   const __m256 zb = _mm256_permutevar8x32_ps(b, _mm256_setr_epi32(0, 0, 0, 3, 6, 0, 0, 0));
   const __m256 zc = _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 0, 0, 0, 0, 1, 4, 7));
   c[2] = _mm256_blend_ps(_mm256_blend_ps(za, zb, 0x1c), zc, 0xe0);
+}
+
+/// The inverse of `deinterleave3_avx2`: 8 3-vectors, one vector per component `c`, as 24
+/// interleaved floats in `a b d`.
+DIFFEO_TARGET_AVX2 inline void interleave3_avx2(const __m256 (&c)[3], __m256& a, __m256& b, __m256& d) {
+  // a = x0 y0 z0 x1 y1 z1 x2 y2, b = z2 x3 y3 z3 x4 y4 z4 x5, d = y5 z5 x6 y6 z6 x7 y7 z7.
+  // Each output takes lanes from all three components: one permute each and two blends.
+  const __m256i ax = _mm256_setr_epi32(0, 0, 0, 1, 0, 0, 2, 0), ay = _mm256_setr_epi32(0, 0, 0, 0, 1, 0, 0, 2),
+                az = _mm256_setr_epi32(0, 0, 0, 0, 0, 1, 0, 0);
+  a = _mm256_blend_ps(_mm256_blend_ps(_mm256_permutevar8x32_ps(c[0], ax), _mm256_permutevar8x32_ps(c[1], ay), 0x92),
+                      _mm256_permutevar8x32_ps(c[2], az), 0x24);
+  const __m256i bx = _mm256_setr_epi32(0, 3, 0, 0, 4, 0, 0, 5), by = _mm256_setr_epi32(0, 0, 3, 0, 0, 4, 0, 0),
+                bz = _mm256_setr_epi32(2, 0, 0, 3, 0, 0, 4, 0);
+  b = _mm256_blend_ps(_mm256_blend_ps(_mm256_permutevar8x32_ps(c[0], bx), _mm256_permutevar8x32_ps(c[1], by), 0x24),
+                      _mm256_permutevar8x32_ps(c[2], bz), 0x49);
+  const __m256i dx = _mm256_setr_epi32(0, 0, 6, 0, 0, 7, 0, 0), dy = _mm256_setr_epi32(5, 0, 0, 6, 0, 0, 7, 0),
+                dz = _mm256_setr_epi32(0, 5, 0, 0, 6, 0, 0, 7);
+  d = _mm256_blend_ps(_mm256_blend_ps(_mm256_permutevar8x32_ps(c[0], dx), _mm256_permutevar8x32_ps(c[1], dy), 0x49),
+                      _mm256_permutevar8x32_ps(c[2], dz), 0x92);
 }
 
 /// Loads the components of 8 consecutive float vectors as one vector per component.

@@ -22,27 +22,62 @@ struct pair_weights {
   __m256 w0, w1;
 };
 
+/// How `linear_block_avx2::finish` writes its results: as they are.
+struct store_sampled {
+  DIFFEO_INLINE_AVX2 void put(float* o, __m256 v) const { _mm256_storeu_ps(o, v); }
+  DIFFEO_INLINE_AVX2 void put(float* o, __m128 v) const { _mm_storeu_ps(o, v); }
+  DIFFEO_INLINE_AVX2 void put(float* o, __m128 v, __m128i lanes) const { _mm_maskstore_ps(o, lanes, v); }
+};
+
+/// Or as `a · base + b · sampled`, `base` laid out as the output and not overlapping it
+/// (compose: w = v + u(p + v)). Fused here, the samples make no round trip through memory
+/// (a scalar sum after each block cost a 2D compose 40 % of its time, a vector one 12 %).
+struct store_affine {
+  const float* out;  // the block's output
+  const float* base;  // its counterpart
+  float a, b;
+  DIFFEO_INLINE_AVX2 void put(float* o, __m256 v) const {
+    const __m256 x = _mm256_loadu_ps(base + (o - out));
+    _mm256_storeu_ps(o, _mm256_fmadd_ps(x, _mm256_set1_ps(a), _mm256_mul_ps(v, _mm256_set1_ps(b))));
+  }
+  DIFFEO_INLINE_AVX2 void put(float* o, __m128 v) const {
+    const __m128 x = _mm_loadu_ps(base + (o - out));
+    _mm_storeu_ps(o, _mm_fmadd_ps(x, _mm_set1_ps(a), _mm_mul_ps(v, _mm_set1_ps(b))));
+  }
+  DIFFEO_INLINE_AVX2 void put(float* o, __m128 v, __m128i lanes) const {
+    const __m128 x = _mm_maskload_ps(base + (o - out), lanes);
+    _mm_maskstore_ps(o, lanes, _mm_fmadd_ps(x, _mm_set1_ps(a), _mm_mul_ps(v, _mm_set1_ps(b))));
+  }
+};
+
 /// Linear pull-back of blocks of 8 consecutive output points of a row of a float image.
 /// Needs `src.size() < 2^31` (32-bit offsets) and at least 2 voxels on every axis.
 ///
 /// One channel: the two x-neighbours of a pair are adjacent floats, so each pair is one
-/// 64-bit gather element. Two channels: a pair is 4 adjacent floats, four points per
-/// vector. Three or four: two points share a vector, one per half, read with plain loads.
-/// More channels: point by point, 4 channels at a time.
+/// 64-bit load. Two channels: a pair is 4 adjacent floats, four points per vector. Three:
+/// a pair is 6 floats, one 8-float load per point. Four: two points share a vector, one
+/// per half. More channels: point by point, 4 channels at a time. No gathers.
+///
+/// A row loop calls `locate` and `finish` per block (see `run_row`).
 template <int Dim, class Boundary>
 struct linear_block_avx2 {
   static constexpr bool in_vector = !std::is_same_v<Boundary, boundary::reflection>;
-  const field_view<const float, Dim>& src;
+  field_view<const float, Dim> src;
   __m256 last[Dim];        // n − 1 per axis
   __m256i last_cell[Dim];  // n − 2 per axis: the last pair's cell
   __m256i nx, ny, channels;
+  __m256i last_pair;       // the last cell's index: its rows end the image
   index_t sy, sz;
+  index_t ahead = 0;  // prefetch distance from each block's pairs, in floats (0: none)
 
   DIFFEO_TARGET_AVX2 explicit linear_block_avx2(const field_view<const float, Dim>& s) : src(s) {
     for (int a = 0; a < Dim; ++a) {
       last[a] = _mm256_set1_ps(float(s.ext[a] - 1));
       last_cell[a] = _mm256_set1_epi32(int(s.ext[a] - 2));
     }
+    index_t last = 0;
+    for (int a = Dim - 1; a >= 0; --a) last = last * s.ext[a] + (s.ext[a] - 2);
+    last_pair = _mm256_set1_epi32(int(last));
     nx = _mm256_set1_epi32(int(s.ext[0]));
     ny = _mm256_set1_epi32(int(Dim == 3 ? s.ext[1] : 1));
     channels = _mm256_set1_epi32(s.channels);
@@ -89,14 +124,16 @@ struct linear_block_avx2 {
     return {cell, w0, w1};
   }
 
-  /// w0 · row[k] + w1 · row[k + 1] for the 8 pairs at offsets k = `lo` (points 0 1 4 5)
-  /// and `hi` (points 2 3 6 7); the result is in point order.
-  DIFFEO_TARGET_AVX2 static __m256 blend_pairs(const float* row, __m128i lo, __m128i hi, __m256 w0,
-                                               __m256 w1) {
-    const double* base = reinterpret_cast<const double*>(row);  // gathers need no alignment
-    const __m256d none = _mm256_setzero_pd(), all = _mm256_castsi256_pd(_mm256_set1_epi32(-1));
-    const __m256 g0 = _mm256_castpd_ps(_mm256_mask_i32gather_pd(none, base, lo, all, 4));  // a0 b0 a1 b1 | a4 b4 a5 b5
-    const __m256 g1 = _mm256_castpd_ps(_mm256_mask_i32gather_pd(none, base, hi, all, 4));  // a2 b2 a3 b3 | a6 b6 a7 b7
+  /// w0 · row[k] + w1 · row[k + 1] for the 8 pairs at offsets k = `at[0, 8)`; the result
+  /// is in point order. Each pair is one 64-bit load: plain loads, not gathers, which are
+  /// slow on AMD (Zen 4: 2.3–3.8 → 1.2–1.5 ns per point on W1's one channel).
+  DIFFEO_INLINE_AVX2 static __m256 blend_pairs(const float* row, const int (&at)[8], __m256 w0, __m256 w1) {
+    const auto two = [&](int i, int j) DIFFEO_TARGET_AVX2 {  // pairs i and j: ai bi aj bj
+      return _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(row + at[i])),
+                                        reinterpret_cast<const double*>(row + at[j])));
+    };
+    const __m256 g0 = _mm256_insertf128_ps(_mm256_castps128_ps256(two(0, 1)), two(4, 5), 1);  // a0 b0 a1 b1 | a4 b4 a5 b5
+    const __m256 g1 = _mm256_insertf128_ps(_mm256_castps128_ps256(two(2, 3)), two(6, 7), 1);  // a2 b2 a3 b3 | a6 b6 a7 b7
     const __m256 v0 = _mm256_shuffle_ps(g0, g1, _MM_SHUFFLE(2, 0, 2, 0));
     const __m256 v1 = _mm256_shuffle_ps(g0, g1, _MM_SHUFFLE(3, 1, 3, 1));
     return _mm256_fmadd_ps(v1, w1, _mm256_mul_ps(v0, w0));
@@ -143,58 +180,141 @@ struct linear_block_avx2 {
     return v;
   }
 
-  /// Output points p .. p + 7 along x (displacements `u[0, 8)`, output `out[0, 8 C)`).
-  /// With `scale`, the displacements are `scale · u` (exp's fused scaling). `Channels` is
-  /// the image's channel count when it is 1 to 4, else 0 (any count, read at run time).
-  /// Returns the points left to the caller (as bits): under `reflection`, those whose
-  /// corners leave the grid.
-  template <int Channels>
-  DIFFEO_TARGET_AVX2 int run(const vec<float, Dim>* u, float* out, const index_vec<Dim>& p,
-                             float scale = 1.f) const {
-    const int C = Channels != 0 ? Channels : src.channels;
+  /// With `ahead`, prefetches the lines of a block's pairs (float offsets `at`, `C`
+  /// channels: 1 to 3 lines for C <= 3) `ahead` floats on.
+  DIFFEO_INLINE_AVX2 void prefetch(const int (&at)[8], int C) const {
+    if (ahead == 0) return;
+    const char* a = reinterpret_cast<const char*>(src.data + ahead);
+    _mm_prefetch(a + 4 * at[0], _MM_HINT_T0);
+    if (C > 2) _mm_prefetch(a + 4 * at[4], _MM_HINT_T0);
+    _mm_prefetch(a + 4 * (at[7] + 2 * C), _MM_HINT_T0);
+  }
+
+  /// Where a block's 8 points read: their cells (voxel indices) and per-axis weights, and
+  /// which points are left to the caller (see `finish`).
+  struct located {
+    pair_weights w[Dim];
+    __m256i idx;
+    int outside;
+  };
+
+  /// Locates output points p .. p + 7 along x, displaced by `scale · u[0, 8)` (`scale`:
+  /// exp's fused scaling). Apart from `finish` so that a row loop can locate the next
+  /// block before it reads the taps of this one, overlapping the two dependency chains.
+  DIFFEO_INLINE_AVX2 located locate(const vec<float, Dim>* u, const index_vec<Dim>& p,
+                                    float scale = 1.f) const {
     __m256 q[Dim];
     load_vectors_avx2<Dim>(u, q);
     if (scale != 1.f)
       for (int a = 0; a < Dim; ++a) q[a] = _mm256_mul_ps(q[a], _mm256_set1_ps(scale));
-    __m256 in = _mm256_castsi256_ps(_mm256_set1_epi32(-1)), finite = in;
+    __m256 in = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     for (int a = 0; a < Dim; ++a) {
       __m256 pa = _mm256_set1_ps(float(p[a]));
       if (a == 0) pa = _mm256_add_ps(pa, _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7));
       q[a] = _mm256_add_ps(q[a], pa);
-      // Ordered compares: NaN lands outside.
+      // Ordered compares: NaN (and ±∞) lands outside.
       in = _mm256_and_ps(in, _mm256_and_ps(_mm256_cmp_ps(q[a], _mm256_setzero_ps(), _CMP_GE_OQ),
                                            _mm256_cmp_ps(q[a], last[a], _CMP_LT_OQ)));
-      const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.f), q[a]);
-      finite = _mm256_and_ps(finite, _mm256_cmp_ps(magnitude, _mm256_set1_ps(INFINITY), _CMP_LT_OQ));
     }
-    pair_weights w[Dim];
-    int outside = ~_mm256_movemask_ps(in) & 0xff;
-    if (outside == 0) {
-      for (int a = 0; a < Dim; ++a) w[a] = inside(q[a]);
+    located b;
+    b.outside = ~_mm256_movemask_ps(in) & 0xff;
+    if (b.outside == 0) {
+      for (int a = 0; a < Dim; ++a) b.w[a] = inside(q[a]);
     } else if constexpr (in_vector) {
       // Non-finite positions sample 0: zero weights on a pair at the origin.
-      for (int a = 0; a < Dim; ++a) w[a] = anywhere(_mm256_and_ps(q[a], finite), a);
-      w[0].w0 = _mm256_and_ps(w[0].w0, finite);
-      w[0].w1 = _mm256_and_ps(w[0].w1, finite);
-      outside = 0;
+      __m256 finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+      for (int a = 0; a < Dim; ++a) {
+        const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.f), q[a]);
+        finite = _mm256_and_ps(finite, _mm256_cmp_ps(magnitude, _mm256_set1_ps(INFINITY), _CMP_LT_OQ));
+      }
+      for (int a = 0; a < Dim; ++a) b.w[a] = anywhere(_mm256_and_ps(q[a], finite), a);
+      b.w[0].w0 = _mm256_and_ps(b.w[0].w0, finite);
+      b.w[0].w1 = _mm256_and_ps(b.w[0].w1, finite);
+      b.outside = 0;
     } else {
-      if (outside == 0xff) return outside;
-      for (int a = 0; a < Dim; ++a) w[a] = inside(_mm256_and_ps(q[a], in));  // outside: voxel 0
+      for (int a = 0; a < Dim; ++a) b.w[a] = inside(_mm256_and_ps(q[a], in));  // outside: voxel 0
     }
-    __m256i idx = w[Dim - 1].cell;
-    if constexpr (Dim == 3) idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, ny), w[1].cell);
-    idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, nx), w[0].cell);
+    __m256i idx = b.w[Dim - 1].cell;
+    if constexpr (Dim == 3) idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, ny), b.w[1].cell);
+    b.idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, nx), b.w[0].cell);
+    return b;
+  }
+
+  /// Reads and blends the taps of a located block: the output points (`out[0, 8 C)`).
+  /// `Channels` is the image's channel count when it is 1 to 4, else 0 (any count, read at
+  /// run time). `store` writes the results (see `store_affine`). Returns the points left
+  /// to the caller (as bits): under `reflection`, those whose corners leave the grid;
+  /// their outputs may hold anything.
+  template <int Channels, class Store = store_sampled>
+  DIFFEO_INLINE_AVX2 int finish(const located& b, float* out, const Store& store = {}) const {
+    const int outside = b.outside;
+    if (outside == 0xff) return outside;
+    const int C = Channels != 0 ? Channels : src.channels;
+    const pair_weights(&w)[Dim] = b.w;
+    const __m256i idx = b.idx;
     const float* r = src.data;
     if constexpr (Channels == 1) {
-      const __m256i pairs = _mm256_permutevar8x32_epi32(idx, _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
-      const __m128i lo = _mm256_castsi256_si128(pairs), hi = _mm256_extracti128_si256(pairs, 1);
+      alignas(32) int at[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(at), idx);
+      prefetch(at, 1);
       __m256 w0[Dim], w1[Dim];
       for (int a = 0; a < Dim; ++a) w0[a] = w[a].w0, w1[a] = w[a].w1;
-      _mm256_storeu_ps(out, combine([&](index_t d) DIFFEO_TARGET_AVX2 { return blend_pairs(r + d, lo, hi, w0[0], w1[0]); }, w0, w1));
+      store.put(out, combine([&](index_t d) DIFFEO_TARGET_AVX2 { return blend_pairs(r + d, at, w0[0], w1[0]); }, w0, w1));
       return outside;
     }
     alignas(32) int offset[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(offset), _mm256_mullo_epi32(idx, channels));
+    prefetch(offset, C);
+    if constexpr (Channels == 3) {
+      // Both voxels of a pair (6 floats) in one 8-float load, one point per vector: half
+      // the loads of two points per vector, and no rotation. The loads read 2 floats past
+      // the pair, which stay in the image except past the last cell's last row.
+      if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(idx, last_pair)) == 0) {
+        __m256 wr[Dim == 3 ? 4 : 2];
+        if constexpr (Dim == 3) {
+          wr[0] = _mm256_mul_ps(w[1].w0, w[2].w0);
+          wr[1] = _mm256_mul_ps(w[1].w1, w[2].w0);
+          wr[2] = _mm256_mul_ps(w[1].w0, w[2].w1);
+          wr[3] = _mm256_mul_ps(w[1].w1, w[2].w1);
+        } else {
+          wr[0] = w[1].w0;
+          wr[1] = w[1].w1;
+        }
+        // Per point, its rows summed with their y (and z) weights: [A0 A1 A2 B0 | B1 B2 . .]
+        // for the pair's voxels A and B.
+        __m256 rows[8];
+        for (int l = 0; l < 8; ++l) {
+          const float* a = r + offset[l];
+          const __m256i lane = _mm256_set1_epi32(l);
+          const auto at = [&](__m256 x) DIFFEO_TARGET_AVX2 { return _mm256_permutevar8x32_ps(x, lane); };
+          rows[l] = mix(_mm256_loadu_ps(a), _mm256_loadu_ps(a + sy), at(wr[0]), at(wr[1]));
+          if constexpr (Dim == 3)  // two short chains rather than one long one
+            rows[l] = _mm256_add_ps(rows[l], mix(_mm256_loadu_ps(a + sz), _mm256_loadu_ps(a + sz + sy),
+                                                 at(wr[2]), at(wr[3])));
+        }
+        // Transposed to one vector per voxel channel, points in order (points l and l + 4
+        // share a 4 × 4 in-lane transpose), blended along x, and interleaved back.
+        __m256 lo[4], hi[4];
+        for (int l = 0; l < 4; ++l) {
+          lo[l] = _mm256_permute2f128_ps(rows[l], rows[l + 4], 0x20);  // A0 A1 A2 B0 of l | of l + 4
+          hi[l] = _mm256_permute2f128_ps(rows[l], rows[l + 4], 0x31);  // B1 B2 . .
+        }
+        const __m256 t0 = _mm256_unpacklo_ps(lo[0], lo[1]), t1 = _mm256_unpackhi_ps(lo[0], lo[1]);
+        const __m256 t2 = _mm256_unpacklo_ps(lo[2], lo[3]), t3 = _mm256_unpackhi_ps(lo[2], lo[3]);
+        const __m256 h0 = _mm256_unpacklo_ps(hi[0], hi[1]), h1 = _mm256_unpacklo_ps(hi[2], hi[3]);
+        __m256 c[3];
+        c[0] = mix(_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)),
+                   w[0].w0, w[0].w1);
+        c[1] = mix(_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)), _mm256_shuffle_ps(h0, h1, _MM_SHUFFLE(1, 0, 1, 0)),
+                   w[0].w0, w[0].w1);
+        c[2] = mix(_mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(h0, h1, _MM_SHUFFLE(3, 2, 3, 2)),
+                   w[0].w0, w[0].w1);
+        __m256 v[3];
+        interleave3_avx2(c, v[0], v[1], v[2]);
+        for (int k = 0; k < 3; ++k) store.put(out + 8 * k, v[k]);
+        return outside;
+      }
+    }
     if constexpr (Channels == 2) {
       // A voxel pair is 4 adjacent floats: four points per vector, the pairs of points
       // (l, l + 1) and (l + 2, l + 3) split into first and second voxels by two shuffles.
@@ -215,7 +335,7 @@ struct linear_block_avx2 {
               return mix(first, second, w0[0], w1[0]);
             },
             w0, w1);
-        _mm256_storeu_ps(out + 2 * l, v);
+        store.put(out + 2 * l, v);
       }
     } else if constexpr (Channels >= 2) {
       constexpr int shift = (4 - Channels % 4) % 4;
@@ -231,12 +351,12 @@ struct linear_block_avx2 {
             [&](index_t d) DIFFEO_TARGET_AVX2 { return blend_two<Channels>(a0 + d, a1 + d, w0[0], w1[0]); }, w0, w1);
         // Each store spills `shift` floats into the next point's channels, written after it.
         float* o = out + l * Channels;
-        _mm_storeu_ps(o, _mm256_castps256_ps128(v));
+        store.put(o, _mm256_castps256_ps128(v));
         if (shift == 0 || l + 1 < 7)
-          _mm_storeu_ps(o + Channels, _mm256_extractf128_ps(v, 1));
+          store.put(o + Channels, _mm256_extractf128_ps(v, 1));
         else
-          _mm_maskstore_ps(o + Channels, _mm_setr_epi32(-1, -(Channels > 1), -(Channels > 2), 0),
-                           _mm256_extractf128_ps(v, 1));
+          store.put(o + Channels, _mm256_extractf128_ps(v, 1),
+                    _mm_setr_epi32(-1, -(Channels > 1), -(Channels > 2), 0));
       }
     } else {
       alignas(32) float weight[2][Dim][8];
@@ -264,15 +384,39 @@ struct linear_block_avx2 {
           // A partial group spills `shift` floats into the next point's channels, which
           // are written after it; the block's last point stores only its own lanes.
           if (full || l < 7)
-            _mm_storeu_ps(o + c, v);
+            store.put(o + c, v);
           else
-            _mm_maskstore_ps(o + c, tail, v);
+            store.put(o + c, v, tail);
         }
       }
     }
     return outside;
   }
 };
+
+/// The blocks of a row of `n` points from x = 0 while 8 remain, each located one block
+/// ahead (see `linear_block_avx2::locate`). `finish(x, located)` reads and writes block x
+/// and returns the points it left (as bits); `point(x)` computes point x instead. Returns
+/// where it stopped.
+template <int Dim, class Boundary, class Finish, class Point>
+DIFFEO_INLINE_AVX2 index_t run_row(const linear_block_avx2<Dim, Boundary>& block,
+                                   const vec<float, Dim>* u, index_vec<Dim> p, index_t n,
+                                   float scale, const Finish& finish, const Point& point) {
+  if (n < 8) return 0;
+  p[0] = 0;
+  auto next = block.locate(u, p, scale);
+  index_t x = 0;
+  for (; x + 8 <= n; x += 8) {
+    const auto here = next;
+    if (x + 16 <= n) {
+      p[0] = x + 8;
+      next = block.locate(u + x + 8, p, scale);
+    }
+    for (int rest = finish(x, here); rest != 0; rest &= rest - 1)
+      point(x + __builtin_ctz(static_cast<unsigned>(rest)));
+  }
+  return x;
+}
 
 }  // namespace diffeo::detail
 #endif

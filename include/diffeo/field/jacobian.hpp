@@ -20,6 +20,7 @@
 /// is computed without it); with unit spacing both conventions give J = I + D_p u.
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -296,12 +297,13 @@ struct jacobian_kernel {
     for (int r = 0; r < 3; ++r)
       for (int j = 0; j < 3; ++j) cw[r][j] = _mm256_set1_ps(c.m[r][j] * t.w[j]);
     const __m256 one = _mm256_set1_ps(1.f);
-    // The next row of the leading slice, which nothing else brings in from memory early.
-    const float* ahead = v + (t.hi[2] + u.ext[0]) * 3;
+    // The next row of the leading slice, which nothing else brings in from memory early
+    // (as an integer: past the last slice it leaves the field).
+    const std::uintptr_t ahead = reinterpret_cast<std::uintptr_t>(v) + 12 * std::uintptr_t(t.hi[2] + u.ext[0]);
     index_t k = i;
     for (; k + 8 <= i + count; k += 8) {
-      _mm_prefetch(reinterpret_cast<const char*>(ahead + k * 3), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(ahead + k * 3 + 16), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + 12 * k), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + 12 * k + 64), _MM_HINT_T0);
       __m256 m[3][3];
       for (int j = 0; j < 3; ++j) {
         const float* hi = v + (k + t.hi[j]) * 3;

@@ -7,6 +7,7 @@
 #include "../../core/detail/avx2.hpp"
 
 #if defined(DIFFEO_HAVE_AVX2)
+#  include <cstdint>
 #  include <type_traits>
 
 #  include "../../core/field_view.hpp"
@@ -129,8 +130,9 @@ struct linear_block_avx2 {
   /// slow on AMD (Zen 4: 2.3–3.8 → 1.2–1.5 ns per point on W1's one channel).
   DIFFEO_INLINE_AVX2 static __m256 blend_pairs(const float* row, const int (&at)[8], __m256 w0, __m256 w1) {
     const auto two = [&](int i, int j) DIFFEO_TARGET_AVX2 {  // pairs i and j: ai bi aj bj
-      return _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(row + at[i])),
-                                        reinterpret_cast<const double*>(row + at[j])));
+      // A pair starts at any float: loads that need no alignment (not _mm_load_sd).
+      const __m128d lo = _mm_castsi128_pd(_mm_loadu_si64(row + at[i]));
+      return _mm_castpd_ps(_mm_loadh_pd(lo, reinterpret_cast<const double*>(row + at[j])));
     };
     const __m256 g0 = _mm256_insertf128_ps(_mm256_castps128_ps256(two(0, 1)), two(4, 5), 1);  // a0 b0 a1 b1 | a4 b4 a5 b5
     const __m256 g1 = _mm256_insertf128_ps(_mm256_castps128_ps256(two(2, 3)), two(6, 7), 1);  // a2 b2 a3 b3 | a6 b6 a7 b7
@@ -184,10 +186,12 @@ struct linear_block_avx2 {
   /// channels: 1 to 3 lines for C <= 3) `ahead` floats on.
   DIFFEO_INLINE_AVX2 void prefetch(const int (&at)[8], int C) const {
     if (ahead == 0) return;
-    const char* a = reinterpret_cast<const char*>(src.data + ahead);
-    _mm_prefetch(a + 4 * at[0], _MM_HINT_T0);
-    if (C > 2) _mm_prefetch(a + 4 * at[4], _MM_HINT_T0);
-    _mm_prefetch(a + 4 * (at[7] + 2 * C), _MM_HINT_T0);
+    // Addresses as integers: past the last slices they leave the image (a prefetch does
+    // not fault, but pointer arithmetic there would be undefined).
+    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(src.data) + 4 * std::uintptr_t(ahead);
+    _mm_prefetch(reinterpret_cast<const char*>(a + 4 * std::uintptr_t(at[0])), _MM_HINT_T0);
+    if (C > 2) _mm_prefetch(reinterpret_cast<const char*>(a + 4 * std::uintptr_t(at[4])), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(a + 4 * std::uintptr_t(at[7] + 2 * C)), _MM_HINT_T0);
   }
 
   /// Where a block's 8 points read: their cells (voxel indices) and per-axis weights, and

@@ -124,9 +124,7 @@ struct compose_kernel {
   /// the block leaves (reflection off the grid) take the scalar path. Returns where it
   /// stopped.
   DIFFEO_TARGET_AVX2 index_t row_avx2(index_t i, index_vec<Dim> p, index_t n) const {
-    linear_block_avx2<Dim, Boundary> block(as_floats(u));
-    // The rows the next output row (slice) will read first, fetched from memory ahead.
-    block.ahead = (Dim == 3 ? 2 * block.sz : 0) + 2 * block.sy;
+    const linear_block_avx2<Dim, Boundary> block(as_floats(u));
     const bool in_place = w.data == v.data;
     return run_row(
         block, v.data + i, p, n, sv,

@@ -271,8 +271,8 @@ struct jacobian_kernel {
     row_taps t;
     index_t stride = 1;
     for (int j = 0; j < Dim; ++j) {
-      diff_taps<D>(j == 0 ? index_t(1) : p[j], u.ext[j], t.lo[j], t.hi[j], t.w[j]);
-      const index_t x = j == 0 ? 1 : p[j];
+      const index_t x = j == 0 ? 1 : p[j];  // along x: the interior's taps
+      diff_taps<D>(x, u.ext[j], t.lo[j], t.hi[j], t.w[j]);
       t.lo[j] = (t.lo[j] - x) * stride;
       t.hi[j] = (t.hi[j] - x) * stride;
       stride *= u.ext[j];

@@ -69,9 +69,7 @@ struct warp_kernel {
   /// `Channels`: see `linear_block_avx2::finish`.
   template <int Channels>
   DIFFEO_TARGET_AVX2 index_t row_avx2(index_t i, index_vec<Dim> p, index_t n) const {
-    linear_block_avx2<Dim, Boundary> block(src);
-    // The rows the next output row (slice) will read first, fetched from memory ahead.
-    block.ahead = (Dim == 3 ? 2 * block.sz : 0) + 2 * block.sy;
+    const linear_block_avx2<Dim, Boundary> block(src);
     return run_row(
         block, u.data + i, p, n, 1.f,
         [&](index_t x, const auto& b) DIFFEO_INLINE_AVX2_LAMBDA {

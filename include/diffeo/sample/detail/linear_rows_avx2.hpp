@@ -69,7 +69,9 @@ struct linear_block_avx2 {
   __m256i nx, ny, channels;
   __m256i last_pair;       // the last cell's index: its rows end the image
   index_t sy, sz;
-  index_t ahead = 0;  // prefetch distance from each block's pairs, in floats (0: none)
+  // Prefetch distance from each block's pairs, in floats: the rows the next output row
+  // (3D: the slice after next) reads first, which the hardware prefetchers miss.
+  index_t ahead;
 
   DIFFEO_TARGET_AVX2 explicit linear_block_avx2(const field_view<const float, Dim>& s) : src(s) {
     for (int a = 0; a < Dim; ++a) {
@@ -84,6 +86,7 @@ struct linear_block_avx2 {
     channels = _mm256_set1_epi32(s.channels);
     sy = s.ext[0] * s.channels;
     sz = Dim == 3 ? s.ext[1] * sy : 0;
+    ahead = 2 * sz + 2 * sy;
   }
 
   /// Whether `src` suits these rows (see above).
@@ -182,10 +185,9 @@ struct linear_block_avx2 {
     return v;
   }
 
-  /// With `ahead`, prefetches the lines of a block's pairs (float offsets `at`, `C`
-  /// channels: 1 to 3 lines for C <= 3) `ahead` floats on.
+  /// Prefetches the lines of a block's pairs (float offsets `at`, `C` channels: 1 to 3
+  /// lines for C <= 3) `ahead` floats on.
   DIFFEO_INLINE_AVX2 void prefetch(const int (&at)[8], int C) const {
-    if (ahead == 0) return;
     // Addresses as integers: past the last slices they leave the image (a prefetch does
     // not fault, but pointer arithmetic there would be undefined).
     const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(src.data) + 4 * std::uintptr_t(ahead);

@@ -196,10 +196,10 @@ struct linear_block_avx2 {
     _mm_prefetch(reinterpret_cast<const char*>(a + 4 * std::uintptr_t(at[7] + 2 * C)), _MM_HINT_T0);
   }
 
-  /// Where a block's 8 points read: their cells (voxel indices) and per-axis weights, and
-  /// which points are left to the caller (see `finish`).
+  /// Where a block's 8 points read: their cells (as voxel indices) and per-axis pair
+  /// weights, and which points are left to the caller (see `finish`).
   struct located {
-    pair_weights w[Dim];
+    __m256 w0[Dim], w1[Dim];
     __m256i idx;
     int outside;
   };
@@ -223,9 +223,10 @@ struct linear_block_avx2 {
                                            _mm256_cmp_ps(q[a], last[a], _CMP_LT_OQ)));
     }
     located b;
+    pair_weights w[Dim];
     b.outside = ~_mm256_movemask_ps(in) & 0xff;
     if (b.outside == 0) {
-      for (int a = 0; a < Dim; ++a) b.w[a] = inside(q[a]);
+      for (int a = 0; a < Dim; ++a) w[a] = inside(q[a]);
     } else if constexpr (in_vector) {
       // Non-finite positions sample 0: zero weights on a pair at the origin.
       __m256 finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
@@ -233,16 +234,17 @@ struct linear_block_avx2 {
         const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.f), q[a]);
         finite = _mm256_and_ps(finite, _mm256_cmp_ps(magnitude, _mm256_set1_ps(INFINITY), _CMP_LT_OQ));
       }
-      for (int a = 0; a < Dim; ++a) b.w[a] = anywhere(_mm256_and_ps(q[a], finite), a);
-      b.w[0].w0 = _mm256_and_ps(b.w[0].w0, finite);
-      b.w[0].w1 = _mm256_and_ps(b.w[0].w1, finite);
+      for (int a = 0; a < Dim; ++a) w[a] = anywhere(_mm256_and_ps(q[a], finite), a);
+      w[0].w0 = _mm256_and_ps(w[0].w0, finite);
+      w[0].w1 = _mm256_and_ps(w[0].w1, finite);
       b.outside = 0;
     } else {
-      for (int a = 0; a < Dim; ++a) b.w[a] = inside(_mm256_and_ps(q[a], in));  // outside: voxel 0
+      for (int a = 0; a < Dim; ++a) w[a] = inside(_mm256_and_ps(q[a], in));  // outside: voxel 0
     }
-    __m256i idx = b.w[Dim - 1].cell;
-    if constexpr (Dim == 3) idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, ny), b.w[1].cell);
-    b.idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, nx), b.w[0].cell);
+    __m256i idx = w[Dim - 1].cell;
+    if constexpr (Dim == 3) idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, ny), w[1].cell);
+    b.idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, nx), w[0].cell);
+    for (int a = 0; a < Dim; ++a) b.w0[a] = w[a].w0, b.w1[a] = w[a].w1;
     return b;
   }
 
@@ -256,16 +258,14 @@ struct linear_block_avx2 {
     const int outside = b.outside;
     if (outside == 0xff) return outside;
     const int C = Channels != 0 ? Channels : src.channels;
-    const pair_weights(&w)[Dim] = b.w;
     const __m256i idx = b.idx;
     const float* r = src.data;
     if constexpr (Channels == 1) {
       alignas(32) int at[8];
       _mm256_store_si256(reinterpret_cast<__m256i*>(at), idx);
       prefetch(at, 1);
-      __m256 w0[Dim], w1[Dim];
-      for (int a = 0; a < Dim; ++a) w0[a] = w[a].w0, w1[a] = w[a].w1;
-      store.put(out, combine([&](index_t d) DIFFEO_TARGET_AVX2 { return blend_pairs(r + d, at, w0[0], w1[0]); }, w0, w1));
+      store.put(out, combine([&](index_t d) DIFFEO_TARGET_AVX2 { return blend_pairs(r + d, at, b.w0[0], b.w1[0]); },
+                             b.w0, b.w1));
       return outside;
     }
     alignas(32) int offset[8];
@@ -278,13 +278,13 @@ struct linear_block_avx2 {
       if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(idx, last_pair)) == 0) {
         __m256 wr[Dim == 3 ? 4 : 2];
         if constexpr (Dim == 3) {
-          wr[0] = _mm256_mul_ps(w[1].w0, w[2].w0);
-          wr[1] = _mm256_mul_ps(w[1].w1, w[2].w0);
-          wr[2] = _mm256_mul_ps(w[1].w0, w[2].w1);
-          wr[3] = _mm256_mul_ps(w[1].w1, w[2].w1);
+          wr[0] = _mm256_mul_ps(b.w0[1], b.w0[2]);
+          wr[1] = _mm256_mul_ps(b.w1[1], b.w0[2]);
+          wr[2] = _mm256_mul_ps(b.w0[1], b.w1[2]);
+          wr[3] = _mm256_mul_ps(b.w1[1], b.w1[2]);
         } else {
-          wr[0] = w[1].w0;
-          wr[1] = w[1].w1;
+          wr[0] = b.w0[1];
+          wr[1] = b.w1[1];
         }
         // Per point, its rows summed with their y (and z) weights: [A0 A1 A2 B0 | B1 B2 . .]
         // for the pair's voxels A and B.
@@ -310,11 +310,11 @@ struct linear_block_avx2 {
         const __m256 h0 = _mm256_unpacklo_ps(hi[0], hi[1]), h1 = _mm256_unpacklo_ps(hi[2], hi[3]);
         __m256 c[3];
         c[0] = mix(_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)),
-                   w[0].w0, w[0].w1);
+                   b.w0[0], b.w1[0]);
         c[1] = mix(_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)), _mm256_shuffle_ps(h0, h1, _MM_SHUFFLE(1, 0, 1, 0)),
-                   w[0].w0, w[0].w1);
+                   b.w0[0], b.w1[0]);
         c[2] = mix(_mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(h0, h1, _MM_SHUFFLE(3, 2, 3, 2)),
-                   w[0].w0, w[0].w1);
+                   b.w0[0], b.w1[0]);
         __m256 v[3];
         interleave3_avx2(c, v[0], v[1], v[2]);
         for (int k = 0; k < 3; ++k) store.put(out + 8 * k, v[k]);
@@ -328,8 +328,8 @@ struct linear_block_avx2 {
         const __m256i pick = _mm256_setr_epi32(l, l, l + 1, l + 1, l + 2, l + 2, l + 3, l + 3);
         __m256 w0[Dim], w1[Dim];
         for (int a = 0; a < Dim; ++a) {
-          w0[a] = _mm256_permutevar8x32_ps(w[a].w0, pick);
-          w1[a] = _mm256_permutevar8x32_ps(w[a].w1, pick);
+          w0[a] = _mm256_permutevar8x32_ps(b.w0[a], pick);
+          w1[a] = _mm256_permutevar8x32_ps(b.w1[a], pick);
         }
         const float *p0 = r + offset[l], *p1 = r + offset[l + 1], *p2 = r + offset[l + 2],
                     *p3 = r + offset[l + 3];
@@ -349,8 +349,8 @@ struct linear_block_avx2 {
         const __m256i pick = _mm256_setr_epi32(l, l, l, l, l + 1, l + 1, l + 1, l + 1);
         __m256 w0[Dim], w1[Dim];
         for (int a = 0; a < Dim; ++a) {
-          w0[a] = _mm256_permutevar8x32_ps(w[a].w0, pick);
-          w1[a] = _mm256_permutevar8x32_ps(w[a].w1, pick);
+          w0[a] = _mm256_permutevar8x32_ps(b.w0[a], pick);
+          w1[a] = _mm256_permutevar8x32_ps(b.w1[a], pick);
         }
         const float *a0 = r + offset[l], *a1 = r + offset[l + 1];
         const __m256 v = combine(
@@ -367,8 +367,8 @@ struct linear_block_avx2 {
     } else {
       alignas(32) float weight[2][Dim][8];
       for (int a = 0; a < Dim; ++a) {
-        _mm256_store_ps(weight[0][a], w[a].w0);
-        _mm256_store_ps(weight[1][a], w[a].w1);
+        _mm256_store_ps(weight[0][a], b.w0[a]);
+        _mm256_store_ps(weight[1][a], b.w1[a]);
       }
       const int shift = (4 - (C & 3)) & 3;
       const __m128i rotate = _mm_add_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(shift));

@@ -161,12 +161,62 @@ DIFFEO_HD bool make_axis_taps(P x, index_t n, axis_taps<P, Interp::taps>& a) {
   return any;
 }
 
+/// `for_each_tap` for bilinear / trilinear stencils whose taps all lie on the grid (the
+/// common case): no boundary logic, no validity flags, the same weights and the same order
+/// as the general walk, so the same results to the bit. False (nothing visited) otherwise.
+template <int Dim, class P, class Visit>
+DIFFEO_HD bool for_each_linear_tap_inside(const extents<Dim>& ext, const vec<P, Dim>& q,
+                                          const Visit& visit) {
+  constexpr bool value_only = std::is_invocable_v<const Visit&, index_t, P>;
+  bool inside = true;
+  for (int a = 0; a < Dim; ++a)  // also false for NaN
+    inside &= (q[a] >= P(0)) & (q[a] < P(ext[a] - 1));
+  if (!inside) return false;
+  index_t i0[Dim];
+  P w[Dim][2];
+  constexpr P dw[2] = {P(-1), P(1)};
+  for (int a = 0; a < Dim; ++a) {
+    i0[a] = static_cast<index_t>(q[a]);  // q >= 0: truncation is floor
+    const P t = q[a] - P(i0[a]);
+    w[a][0] = 1 - t;
+    w[a][1] = t;
+  }
+  if constexpr (Dim == 2) {
+    for (int j = 0; j < 2; ++j) {
+      const index_t row = (i0[1] + j) * ext[0] + i0[0];
+      for (int i = 0; i < 2; ++i) {
+        if constexpr (value_only)
+          visit(row + i, w[0][i] * w[1][j]);
+        else
+          visit(row + i, w[0][i] * w[1][j], vec<P, 2>{{dw[i] * w[1][j], w[0][i] * dw[j]}});
+      }
+    }
+  } else {
+    for (int l = 0; l < 2; ++l) {
+      for (int j = 0; j < 2; ++j) {
+        const index_t row = ((i0[2] + l) * ext[1] + i0[1] + j) * ext[0] + i0[0];
+        const P wyz = w[1][j] * w[2][l];
+        for (int i = 0; i < 2; ++i) {
+          if constexpr (value_only)
+            visit(row + i, w[0][i] * wyz);
+          else
+            visit(row + i, w[0][i] * wyz,
+                  vec<P, 3>{{dw[i] * wyz, w[0][i] * dw[j] * w[2][l], w[0][i] * w[1][j] * dw[l]}});
+        }
+      }
+    }
+  }
+  return true;
+}
+
 }  // namespace detail
 
 template <class Interp, class Boundary, int Dim, class P, class Visit>
 DIFFEO_HD void for_each_tap(const extents<Dim>& ext, const vec<P, Dim>& q, const Visit& visit) {
   constexpr int K = Interp::taps;
   constexpr bool value_only = std::is_invocable_v<const Visit&, index_t, P>;
+  if constexpr (std::is_same_v<Interp, interp::linear>)
+    if (detail::for_each_linear_tap_inside(ext, q, visit)) return;
   detail::axis_taps<P, K> ax[Dim];
   for (int a = 0; a < Dim; ++a)
     if (!detail::make_axis_taps<Interp, Boundary>(q[a], ext[a], ax[a])) return;
@@ -298,12 +348,62 @@ DIFFEO_HD std::remove_const_t<T> sample(const field_view<T, Dim>& f, const vec<P
   return acc;
 }
 
+namespace detail {
+/// `sample_with_gradient`'s common case: bilinear / trilinear with every corner on the grid,
+/// as lerps of the corners and of their differences (the gradient of a lerp is a
+/// difference). False when the general stencil walk is needed.
+template <class T, int Dim, class P, class E>
+DIFFEO_HD inline bool linear_with_gradient_inside(const field_view<T, Dim>& f,
+                                                  const vec<P, Dim>& q,
+                                                  value_and_gradient<E, Dim>& r) {
+  bool inside = true;
+  for (int a = 0; a < Dim; ++a)  // also false for NaN
+    inside &= (q[a] >= P(0)) & (q[a] < P(f.ext[a] - 1));
+  if (!inside) return false;
+  using S = scalar_of<E>;
+  index_t i0[Dim];
+  S t[Dim];
+  for (int a = 0; a < Dim; ++a) {
+    i0[a] = static_cast<index_t>(q[a]);  // q >= 0: truncation is floor
+    t[a] = S(q[a] - P(i0[a]));
+  }
+  const auto lerp = [](const E& x, const E& y, S s) { return x + (y - x) * s; };
+  const index_t sx = f.channels, sy = f.ext[0] * sx;
+  if constexpr (Dim == 2) {
+    const T* p = f.data + (i0[1] * f.ext[0] + i0[0]) * sx;
+    const E a = p[0], b = p[sx], c = p[sy], d = p[sy + sx];
+    const E top = lerp(a, b, t[0]), bottom = lerp(c, d, t[0]);
+    r.value = lerp(top, bottom, t[1]);
+    r.d[0] = lerp(b - a, d - c, t[1]);
+    r.d[1] = bottom - top;
+  } else {
+    const index_t sz = f.ext[1] * sy;
+    const T* p = f.data + ((i0[2] * f.ext[1] + i0[1]) * f.ext[0] + i0[0]) * sx;
+    E x[2][2], dx[2][2];  // [z][y]: along x, the lerp and the difference
+    for (int k = 0; k < 2; ++k)
+      for (int j = 0; j < 2; ++j) {
+        const T* row = p + k * sz + j * sy;
+        x[k][j] = lerp(row[0], row[sx], t[0]);
+        dx[k][j] = row[sx] - row[0];
+      }
+    const E y0 = lerp(x[0][0], x[0][1], t[1]), y1 = lerp(x[1][0], x[1][1], t[1]);
+    r.value = lerp(y0, y1, t[2]);
+    r.d[0] = lerp(lerp(dx[0][0], dx[0][1], t[1]), lerp(dx[1][0], dx[1][1], t[1]), t[2]);
+    r.d[1] = lerp(x[0][1] - x[0][0], x[1][1] - x[1][0], t[2]);
+    r.d[2] = y1 - y0;
+  }
+  return true;
+}
+}  // namespace detail
+
 template <class Interp, class Boundary, class T, int Dim, class P>
 DIFFEO_HD value_and_gradient<std::remove_const_t<T>, Dim> sample_with_gradient(
     const field_view<T, Dim>& f, const vec<P, Dim>& q, Interp, Boundary) {
   using E = std::remove_const_t<T>;
   using S = scalar_of<E>;
   value_and_gradient<E, Dim> r{};
+  if constexpr (std::is_same_v<Interp, interp::linear>)
+    if (detail::linear_with_gradient_inside(f, q, r)) return r;
   const int C = f.channels;
   for_each_tap<Interp, Boundary>(f.ext, q, [&](index_t i, P w, const vec<P, Dim>& dw) {
     const E v = f.data[i * C];

@@ -37,13 +37,14 @@ struct extents {
     for (int a = Dim - 2; a >= 0; --a) i = i * n[a] + p[a];
     return i;
   }
-  /// Grid coordinates of a linear index.
+  /// Grid coordinates of a linear index in [0, count()).
   DIFFEO_HD constexpr index_vec<Dim> unravel(index_t i) const {
     index_vec<Dim> p{};
-    for (int a = 0; a < Dim; ++a) {
+    for (int a = 0; a + 1 < Dim; ++a) {
       p[a] = i % n[a];
       i /= n[a];
     }
+    p[Dim - 1] = i;  // i < count: no division left to do
     return p;
   }
   /// True when `p` lies on the grid.

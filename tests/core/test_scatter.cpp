@@ -39,10 +39,10 @@ enum class layout { local, wild, sparse };
 /// warp's adjoint), anywhere (`wild`), or local with long runs of sources that reach nothing.
 struct problem {
   index_t sources, targets;
-  int channels = 2;
+  int channels;
   std::vector<index_t> idx;
   std::vector<double> w, v;
-  problem(index_t nx, index_t ny, layout l) : sources(nx * ny), targets(nx * ny) {
+  problem(index_t nx, index_t ny, layout l, int c = 2) : sources(nx * ny), targets(nx * ny), channels(c) {
     test::lcg rng(17);
     for (index_t s = 0; s < sources; ++s) {
       const index_t x = s % nx, y = s / nx;
@@ -110,6 +110,15 @@ TEST_CASE_TEMPLATE("scatter_add matches a plain loop in every mode and layout", 
   }
   const problem small(40, 20, layout::local);
   check_close(small.run<B>(scatter_mode::atomic), small.reference());
+  // Channel counts 1–4 run loops fixed at compile time, others a run-time count.
+  for (const int channels : {1, 3, 4, 5}) {
+    INFO("channels = " << channels);
+    const problem c(300, 80, layout::local, channels), wild(300, 80, layout::wild, channels);
+    check_close(c.run<B>(scatter_mode::atomic), c.reference());
+    check_close(wild.run<B>(scatter_mode::atomic), wild.reference());
+    const problem tiny(40, 20, layout::local, channels);
+    check_close(tiny.run<B>(scatter_mode::atomic), tiny.reference());
+  }
 }
 
 #if defined(DIFFEO_ENABLE_TBB)

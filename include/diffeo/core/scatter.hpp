@@ -52,20 +52,36 @@ DIFFEO_HD void atomic_add(S* p, S v) {
 #endif
 }
 
-template <int K, class S, class Taps, class Value, bool Atomic>
+/// Calls `f(std::integral_constant<int, C>{})` with C = `channels` when it is 1 to 4 (loops
+/// over channels then unroll, with no overlap checks), else with C = 0 (run-time count).
+template <class F>
+void with_channel_count(int channels, const F& f) {
+  switch (channels) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    default: return f(std::integral_constant<int, 0>{});
+  }
+}
+
+/// Adds source `s` into its taps; `Channels` is the channel count when fixed at compile
+/// time, else 0 (`channels` at run time).
+template <int K, class S, class Taps, class Value, bool Atomic, int Channels = 0>
 struct scatter_direct_kernel {
   Taps taps;
   Value value;
   S* target;
   int channels;
   DIFFEO_HD void operator()(index_t s) const {
+    const int C = Channels != 0 ? Channels : channels;
     index_t idx[K];
     S w[K];
     taps(s, idx, w);
     for (int k = 0; k < K; ++k) {
       if (idx[k] < 0) continue;
-      S* t = target + idx[k] * channels;
-      for (int c = 0; c < channels; ++c) {
+      S* t = target + idx[k] * C;
+      for (int c = 0; c < C; ++c) {
         const S v = w[k] * value(s, c);
         if constexpr (Atomic)
           atomic_add(t + c, v);
@@ -140,8 +156,11 @@ struct scatter_gather_kernel {
 template <int K, class S, class Taps, class Value>
 void scatter_range(index_t first, index_t last, const Taps& taps, const Value& value, S* target,
                    int channels) {
-  const scatter_direct_kernel<K, S, Taps, Value, false> add{taps, value, target, channels};
-  for (index_t s = first; s < last; ++s) add(s);
+  with_channel_count(channels, [&](auto fixed) {
+    constexpr int C = decltype(fixed)::value;
+    const scatter_direct_kernel<K, S, Taps, Value, false, C> add{taps, value, target, channels};
+    for (index_t s = first; s < last; ++s) add(s);
+  });
 }
 
 #if defined(DIFFEO_ENABLE_TBB)
@@ -217,20 +236,24 @@ bool scatter_in_bands(backend::tbb, index_t sources, const Taps& taps, const Val
       ::tbb::parallel_for(index_t(0), (bands - parity + 1) / 2, [&](index_t m) {
         const index_t j = 2 * m + parity;
         const index_t begin = part_begin[j], end = band_hi[j] >= 0 ? part_end[j] : begin;
-        index_t idx[K];
-        S w[K];
-        for (index_t s = j * per * block; s < std::min(sources, (j + 1) * per * block); ++s) {
-          taps(s, idx, w);
-          for (int k = 0; k < K; ++k) {
-            if (idx[k] < 0) continue;
-            if (idx[k] < begin || idx[k] >= end) {
-              misses[j].push_back({s, idx[k], w[k]});
-              continue;
+        with_channel_count(channels, [&](auto fixed) {
+          constexpr int fixed_count = decltype(fixed)::value;
+          const int C = fixed_count != 0 ? fixed_count : channels;
+          index_t idx[K];
+          S w[K];
+          for (index_t s = j * per * block; s < std::min(sources, (j + 1) * per * block); ++s) {
+            taps(s, idx, w);
+            for (int k = 0; k < K; ++k) {
+              if (idx[k] < 0) continue;
+              if (idx[k] < begin || idx[k] >= end) {
+                misses[j].push_back({s, idx[k], w[k]});
+                continue;
+              }
+              S* t = target + idx[k] * C;
+              for (int c = 0; c < C; ++c) t[c] += w[k] * value(s, c);
             }
-            S* t = target + idx[k] * channels;
-            for (int c = 0; c < channels; ++c) t[c] += w[k] * value(s, c);
           }
-        }
+        });
       });
       for (index_t j = parity; j < bands; j += 2)
         for (const entry& e : misses[j])
@@ -255,9 +278,12 @@ void scatter_add(Backend be, index_t sources, const Taps& taps, const Value& val
       if (detail::scatter_in_bands<K>(be, sources, taps, value, target, channels)) return;
 #endif
     constexpr bool atomic = !std::is_same_v<Backend, backend::serial>;
-    for_each_index(be, sources,
-                   detail::scatter_direct_kernel<K, S, Taps, Value, atomic>{taps, value, target,
-                                                                              channels});
+    detail::with_channel_count(channels, [&](auto fixed) {
+      constexpr int C = decltype(fixed)::value;
+      for_each_index(be, sources,
+                     detail::scatter_direct_kernel<K, S, Taps, Value, atomic, C>{taps, value, target,
+                                                                                  channels});
+    });
     return;
   }
   const index_t n = sources * K;

@@ -193,6 +193,34 @@ TEST_CASE_TEMPLATE("compose_vjp matches central differences", B, DIFFEO_TEST_BAC
   check_vjp<B, boundary::border, 3>(make_extents(5, 4, 3));
 }
 
+namespace {
+/// Float `compose_vjp` (its AVX2 rows where they apply: blocks of 8 points whose corners
+/// all lie on the grid) against double on the same inputs.
+template <class B, class Boundary, int Dim>
+void check_vjp_float(const extents<Dim>& e) {
+  const auto uf = smooth_field<float, Dim>(e, 1.5, 1), vf = smooth_field<float, Dim>(e, 2.5, 2),
+             gf = smooth_field<float, Dim>(e, 1.0, 3);
+  const auto f = compose_vjp(to_backend<B>(uf), to_backend<B>(vf), to_backend<B>(gf), Boundary{});
+  const auto d = compose_vjp(to_backend<B>(test::cast_field<double>(uf)),
+                             to_backend<B>(test::cast_field<double>(vf)),
+                             to_backend<B>(test::cast_field<double>(gf)), Boundary{});
+  const auto fu = to_host(f.u), fv = to_host(f.v), du = to_host(d.u), dv = to_host(d.v);
+  for (index_t i = 0; i < e.count(); ++i) {
+    INFO("point " << i);
+    CHECK(max_abs(fv[i].template cast<double>() - dv[i]) <= 2e-5);
+    CHECK(max_abs(fu[i].template cast<double>() - du[i]) <= 2e-5);
+  }
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("float compose_vjp agrees with double, inside and at the border", B,
+                   DIFFEO_TEST_BACKENDS) {
+  check_vjp_float<B, boundary::border, 2>(make_extents(37, 11));
+  check_vjp_float<B, boundary::zeros, 2>(make_extents(29, 7));
+  check_vjp_float<B, boundary::border, 3>(make_extents(27, 9, 7));
+  check_vjp_float<B, boundary::zeros, 3>(make_extents(19, 6, 5));
+}
+
 TEST_CASE("compose rejects bad input, naming the argument") {
   const host_field<float, 2> a(make_extents(8, 8)), b(make_extents(8, 7));
   CHECK_THROWS_WITH_AS(compose(a, b), doctest::Contains("compose(u, v): extents differ"),

@@ -28,4 +28,12 @@ vector_field<S, Dim, backend::serial> smooth_field(const extents<Dim>& e, double
   return f;
 }
 
+/// `f` with its components converted to `T`.
+template <class T, class S, int Dim>
+vector_field<T, Dim, backend::serial> cast_field(const vector_field<S, Dim, backend::serial>& f) {
+  vector_field<T, Dim, backend::serial> out(f.geometry());
+  for (index_t i = 0; i < f.points(); ++i) out[i] = f[i].template cast<T>();
+  return out;
+}
+
 }  // namespace diffeo::test

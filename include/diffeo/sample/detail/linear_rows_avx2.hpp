@@ -202,6 +202,7 @@ struct linear_block_avx2 {
     __m256 w0[Dim], w1[Dim];
     __m256i idx;
     int outside;
+    int off_grid;  // the points with a corner off the grid (as bits), whatever the policy
   };
 
   /// Locates output points p .. p + 7 along x, displaced by `scale · u[0, 8)` (`scale`:
@@ -224,7 +225,7 @@ struct linear_block_avx2 {
     }
     located b;
     pair_weights w[Dim];
-    b.outside = ~_mm256_movemask_ps(in) & 0xff;
+    b.outside = b.off_grid = ~_mm256_movemask_ps(in) & 0xff;
     if (b.outside == 0) {
       for (int a = 0; a < Dim; ++a) w[a] = inside(q[a]);
     } else if constexpr (in_vector) {
@@ -246,6 +247,98 @@ struct linear_block_avx2 {
     b.idx = _mm256_add_epi32(_mm256_mullo_epi32(idx, nx), w[0].cell);
     for (int a = 0; a < Dim; ++a) b.w0[a] = w[a].w0, b.w1[a] = w[a].w1;
     return b;
+  }
+
+  /// Per-point rows of a three-channel pair, `[A0 A1 A2 B0 | B1 B2 . .]` for the pair's
+  /// voxels A and B, transposed to one vector per channel of each voxel, points in order
+  /// (points l and l + 4 share a 4 × 4 in-lane transpose).
+  DIFFEO_INLINE_AVX2 static void split_pairs3(const __m256 (&rows)[8], __m256 (&a)[3], __m256 (&b)[3]) {
+    __m256 lo[4], hi[4];
+    for (int l = 0; l < 4; ++l) {
+      lo[l] = _mm256_permute2f128_ps(rows[l], rows[l + 4], 0x20);  // A0 A1 A2 B0 of l | of l + 4
+      hi[l] = _mm256_permute2f128_ps(rows[l], rows[l + 4], 0x31);  // B1 B2 . .
+    }
+    const __m256 t0 = _mm256_unpacklo_ps(lo[0], lo[1]), t1 = _mm256_unpackhi_ps(lo[0], lo[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(lo[2], lo[3]), t3 = _mm256_unpackhi_ps(lo[2], lo[3]);
+    const __m256 h0 = _mm256_unpacklo_ps(hi[0], hi[1]), h1 = _mm256_unpacklo_ps(hi[2], hi[3]);
+    a[0] = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    a[1] = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    a[2] = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    b[0] = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    b[1] = _mm256_shuffle_ps(h0, h1, _MM_SHUFFLE(1, 0, 1, 0));
+    b[2] = _mm256_shuffle_ps(h0, h1, _MM_SHUFFLE(3, 2, 3, 2));
+  }
+
+  /// For a block whose corners all lie on the grid (`off_grid == 0`) of a `Dim`-channel
+  /// `src` (a vector field): `out = g + (∇src)(q)ᵀ g` at its 8 points, `g` and `out`
+  /// interleaved (8 · Dim floats, `out` may be `g`) — the pointwise part of compose's VJP.
+  /// Along an axis, the derivative of a lerp is the difference of its pair. False (nothing
+  /// written) when the block has a point off the grid or reads the grid's last pair (whose
+  /// 8-float loads would leave the image).
+  DIFFEO_INLINE_AVX2 bool add_gradient_dot(const located& b, const float* g, float* out) const {
+    if (b.off_grid != 0) return false;
+    alignas(32) int offset[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(offset), _mm256_mullo_epi32(b.idx, channels));
+    prefetch(offset, Dim);
+    const float* r = src.data;
+    if constexpr (Dim == 2) {
+      // Four points per vector, channels interleaved as in `g`: [c0 c1 of l, of l + 1 | …].
+      for (int l = 0; l < 8; l += 4) {
+        const __m256i pick = _mm256_setr_epi32(l, l, l + 1, l + 1, l + 2, l + 2, l + 3, l + 3);
+        const auto at = [&](__m256 w) DIFFEO_INLINE_AVX2_LAMBDA { return _mm256_permutevar8x32_ps(w, pick); };
+        const float *p0 = r + offset[l], *p1 = r + offset[l + 1], *p2 = r + offset[l + 2],
+                    *p3 = r + offset[l + 3];
+        __m256 first[2], second[2];  // per row: the pair's voxels A and B
+        for (int j = 0; j < 2; ++j) {
+          const index_t d = j * sy;
+          const __m256 x = _mm256_loadu2_m128(p2 + d, p0 + d), y = _mm256_loadu2_m128(p3 + d, p1 + d);
+          first[j] = _mm256_shuffle_ps(x, y, _MM_SHUFFLE(1, 0, 1, 0));
+          second[j] = _mm256_shuffle_ps(x, y, _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        const __m256 dx = mix(_mm256_sub_ps(second[0], first[0]), _mm256_sub_ps(second[1], first[1]),
+                              at(b.w0[1]), at(b.w1[1]));
+        const __m256 dy = mix(_mm256_sub_ps(first[1], first[0]), _mm256_sub_ps(second[1], second[0]),
+                              at(b.w0[0]), at(b.w1[0]));
+        const __m256 gv = _mm256_loadu_ps(g + 2 * l);
+        // hadd: [dx·g of l, of l + 1, dy·g of l, of l + 1 | …], reordered to points.
+        const __m256 dots = _mm256_hadd_ps(_mm256_mul_ps(dx, gv), _mm256_mul_ps(dy, gv));
+        _mm256_storeu_ps(out + 2 * l, _mm256_add_ps(gv, _mm256_permute_ps(dots, _MM_SHUFFLE(3, 1, 2, 0))));
+      }
+      return true;
+    } else {
+      if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(b.idx, last_pair)) != 0) return false;
+      const __m256 wr[4] = {_mm256_mul_ps(b.w0[1], b.w0[2]), _mm256_mul_ps(b.w1[1], b.w0[2]),
+                            _mm256_mul_ps(b.w0[1], b.w1[2]), _mm256_mul_ps(b.w1[1], b.w1[2])};
+      // Per point, rows [A0 A1 A2 B0 | B1 B2 . .] summed three ways: with the y and z
+      // weights (for ∂/∂x: B − A), their differences along y weighted in z (for ∂/∂y: a
+      // lerp in x) and along z weighted in y (∂/∂z).
+      __m256 sum[8], along_y[8], along_z[8];
+      for (int l = 0; l < 8; ++l) {
+        const float* a = r + offset[l];
+        const __m256i lane = _mm256_set1_epi32(l);
+        const auto at = [&](__m256 w) DIFFEO_INLINE_AVX2_LAMBDA { return _mm256_permutevar8x32_ps(w, lane); };
+        const __m256 r00 = _mm256_loadu_ps(a), r10 = _mm256_loadu_ps(a + sy);
+        const __m256 r01 = _mm256_loadu_ps(a + sz), r11 = _mm256_loadu_ps(a + sz + sy);
+        sum[l] = _mm256_add_ps(mix(r00, r10, at(wr[0]), at(wr[1])), mix(r01, r11, at(wr[2]), at(wr[3])));
+        along_y[l] = mix(_mm256_sub_ps(r10, r00), _mm256_sub_ps(r11, r01), at(b.w0[2]), at(b.w1[2]));
+        along_z[l] = mix(_mm256_sub_ps(r01, r00), _mm256_sub_ps(r11, r10), at(b.w0[1]), at(b.w1[1]));
+      }
+      __m256 d[3][3], first[3], second[3];  // d[a][k] = ∂src_k/∂q_a
+      split_pairs3(sum, first, second);
+      for (int k = 0; k < 3; ++k) d[0][k] = _mm256_sub_ps(second[k], first[k]);
+      split_pairs3(along_y, first, second);
+      for (int k = 0; k < 3; ++k) d[1][k] = mix(first[k], second[k], b.w0[0], b.w1[0]);
+      split_pairs3(along_z, first, second);
+      for (int k = 0; k < 3; ++k) d[2][k] = mix(first[k], second[k], b.w0[0], b.w1[0]);
+      __m256 gs[3], o[3];
+      load_vectors_avx2<3>(reinterpret_cast<const vec<float, 3>*>(g), gs);
+      for (int a = 0; a < 3; ++a)
+        o[a] = _mm256_fmadd_ps(d[a][2], gs[2], _mm256_fmadd_ps(d[a][1], gs[1], _mm256_fmadd_ps(d[a][0], gs[0], gs[a])));
+      __m256 v[3];
+      interleave3_avx2(o, v[0], v[1], v[2]);
+      for (int k = 0; k < 3; ++k) _mm256_storeu_ps(out + 8 * k, v[k]);
+      return true;
+    }
   }
 
   /// Reads and blends the taps of a located block: the output points (`out[0, 8 C)`).
@@ -298,23 +391,10 @@ struct linear_block_avx2 {
             rows[l] = _mm256_add_ps(rows[l], mix(_mm256_loadu_ps(a + sz), _mm256_loadu_ps(a + sz + sy),
                                                  at(wr[2]), at(wr[3])));
         }
-        // Transposed to one vector per voxel channel, points in order (points l and l + 4
-        // share a 4 × 4 in-lane transpose), blended along x, and interleaved back.
-        __m256 lo[4], hi[4];
-        for (int l = 0; l < 4; ++l) {
-          lo[l] = _mm256_permute2f128_ps(rows[l], rows[l + 4], 0x20);  // A0 A1 A2 B0 of l | of l + 4
-          hi[l] = _mm256_permute2f128_ps(rows[l], rows[l + 4], 0x31);  // B1 B2 . .
-        }
-        const __m256 t0 = _mm256_unpacklo_ps(lo[0], lo[1]), t1 = _mm256_unpackhi_ps(lo[0], lo[1]);
-        const __m256 t2 = _mm256_unpacklo_ps(lo[2], lo[3]), t3 = _mm256_unpackhi_ps(lo[2], lo[3]);
-        const __m256 h0 = _mm256_unpacklo_ps(hi[0], hi[1]), h1 = _mm256_unpacklo_ps(hi[2], hi[3]);
-        __m256 c[3];
-        c[0] = mix(_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)),
-                   b.w0[0], b.w1[0]);
-        c[1] = mix(_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)), _mm256_shuffle_ps(h0, h1, _MM_SHUFFLE(1, 0, 1, 0)),
-                   b.w0[0], b.w1[0]);
-        c[2] = mix(_mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(h0, h1, _MM_SHUFFLE(3, 2, 3, 2)),
-                   b.w0[0], b.w1[0]);
+        // Transposed to one vector per voxel channel, blended along x, interleaved back.
+        __m256 first[3], second[3], c[3];
+        split_pairs3(rows, first, second);
+        for (int k = 0; k < 3; ++k) c[k] = mix(first[k], second[k], b.w0[0], b.w1[0]);
         __m256 v[3];
         interleave3_avx2(c, v[0], v[1], v[2]);
         for (int k = 0; k < 3; ++k) store.put(out + 8 * k, v[k]);

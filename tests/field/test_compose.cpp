@@ -204,7 +204,8 @@ void check_vjp_float(const extents<Dim>& e) {
   const auto d = compose_vjp(to_backend<B>(test::cast_field<double>(uf)),
                              to_backend<B>(test::cast_field<double>(vf)),
                              to_backend<B>(test::cast_field<double>(gf)), Boundary{});
-  const auto fu = to_host(f.u), fv = to_host(f.v), du = to_host(d.u), dv = to_host(d.v);
+  const auto fu = to_host(f.u), fv = to_host(f.v);  // float
+  const auto du = to_host(d.u), dv = to_host(d.v);  // double
   for (index_t i = 0; i < e.count(); ++i) {
     INFO("point " << i);
     CHECK(max_abs(fv[i].template cast<double>() - dv[i]) <= 2e-5);

@@ -103,6 +103,31 @@ void require_no_alias(const A& a, const B& b, const std::string& where) {
     throw value_error(where + ": the arguments must not alias");
 }
 
+#if defined(DIFFEO_HAVE_AVX2)
+/// A float vector field as a Dim-channel float image (what the AVX2 rows sample).
+template <int Dim>
+field_view<const float, Dim> as_floats(const_vector_view<float, Dim> f) {
+  return {reinterpret_cast<const float*>(f.data), f.ext, Dim, f.spacing};
+}
+#endif
+
+/// One row of a kernel that samples `u` linearly, on the CPU backends: its AVX2 blocks
+/// (`k.row_avx2`, 8 points at a time) where they apply, then the rest point by point.
+template <class Boundary, class Kernel, class S, int Dim>
+void run_linear_row(const Kernel& k, const_vector_view<S, Dim> u, index_t i, index_vec<Dim> p,
+                    index_t n) {
+  index_t x = 0;
+#if defined(DIFFEO_HAVE_AVX2)
+  if constexpr (std::is_same_v<S, float>)
+    if (linear_block_avx2<Dim, Boundary>::applies(as_floats(u)) && cpu_has_avx2())
+      x = k.row_avx2(i, p, n);
+#endif
+  for (; x < n; ++x) {
+    p[0] = x;
+    k(i + x, p);
+  }
+}
+
 /// w(p) = sv·v(p) + su·u(p + sv·v(p)). Plain composition has su = sv = 1; the first
 /// squaring of `exp` has su = sv = ±2⁻ᴺ, so the scaling costs no pass of its own (powers of
 /// two scale exactly: the result equals scaling first, then squaring).
@@ -116,10 +141,6 @@ struct compose_kernel {
     w[i] = b + sample(u, p.template cast<S>() + b, interp::linear{}, Boundary{}) * su;
   }
 #if defined(DIFFEO_HAVE_AVX2)
-  /// `u` as a Dim-channel float image.
-  static field_view<const float, Dim> as_floats(const_vector_view<float, Dim> f) {
-    return {reinterpret_cast<const float*>(f.data), f.ext, Dim, f.spacing};
-  }
   /// Blocks of 8 points of a row with AVX2 (u read as a Dim-channel float image); points
   /// the block leaves (reflection off the grid) take the scalar path. Returns where it
   /// stopped.
@@ -148,18 +169,9 @@ struct compose_kernel {
         });
   }
 #endif
-  /// One row on the CPU backends: 8 points at a time with AVX2 where it applies.
-  void row(index_t i, index_vec<Dim> p, index_t n) const {
-    index_t x = 0;
-#if defined(DIFFEO_HAVE_AVX2)
-    if constexpr (std::is_same_v<S, float>)
-      if (linear_block_avx2<Dim, Boundary>::applies(as_floats(u)) && cpu_has_avx2())
-        x = row_avx2(i, p, n);
-#endif
-    for (; x < n; ++x) {
-      p[0] = x;
-      (*this)(i + x, p);
-    }
+  /// One row on the CPU backends (see `run_linear_row`).
+  void row(index_t i, const index_vec<Dim>& p, index_t n) const {
+    run_linear_row<Boundary>(*this, u, i, p, n);
   }
 };
 
@@ -217,7 +229,7 @@ struct compose_grad_v_kernel {
   /// Blocks of 8 points with AVX2 where all their corners lie on the grid, the others (and
   /// the rest of the row) point by point. Returns where the blocks stopped.
   DIFFEO_TARGET_AVX2 index_t row_avx2(index_t i, index_vec<Dim> p, index_t n) const {
-    const linear_block_avx2<Dim, Boundary> block(compose_kernel<Boundary, S, Dim>::as_floats(u));
+    const linear_block_avx2<Dim, Boundary> block(as_floats(u));
     return run_row(
         block, v.data + i, p, n, 1.f,
         [&](index_t x, const auto& b) DIFFEO_INLINE_AVX2_LAMBDA {
@@ -232,19 +244,9 @@ struct compose_grad_v_kernel {
         });
   }
 #endif
-  /// One row on the CPU backends: 8 points at a time with AVX2 where it applies.
-  void row(index_t i, index_vec<Dim> p, index_t n) const {
-    index_t x = 0;
-#if defined(DIFFEO_HAVE_AVX2)
-    if constexpr (std::is_same_v<S, float>)
-      if (linear_block_avx2<Dim, Boundary>::applies(compose_kernel<Boundary, S, Dim>::as_floats(u)) &&
-          cpu_has_avx2())
-        x = row_avx2(i, p, n);
-#endif
-    for (; x < n; ++x) {
-      p[0] = x;
-      (*this)(i + x, p);
-    }
+  /// One row on the CPU backends (see `run_linear_row`).
+  void row(index_t i, const index_vec<Dim>& p, index_t n) const {
+    run_linear_row<Boundary>(*this, u, i, p, n);
   }
 };
 

@@ -161,6 +161,22 @@ DIFFEO_HD bool make_axis_taps(P x, index_t n, axis_taps<P, Interp::taps>& a) {
   return any;
 }
 
+/// The cell of a bilinear / trilinear stencil at `q` and the fractions within it, when all
+/// its corners lie on the grid of extents `ext`; false otherwise (also for NaN). The fast
+/// paths below start here.
+template <int Dim, class P>
+DIFFEO_HD inline bool linear_cell_inside(const extents<Dim>& ext, const vec<P, Dim>& q,
+                                         index_t (&i0)[Dim], P (&t)[Dim]) {
+  bool inside = true;
+  for (int a = 0; a < Dim; ++a) inside &= (q[a] >= P(0)) & (q[a] < P(ext[a] - 1));
+  if (!inside) return false;
+  for (int a = 0; a < Dim; ++a) {
+    i0[a] = static_cast<index_t>(q[a]);  // q >= 0: truncation is floor (no libm call)
+    t[a] = q[a] - P(i0[a]);
+  }
+  return true;
+}
+
 /// `for_each_tap` for bilinear / trilinear stencils whose taps all lie on the grid (the
 /// common case): no boundary logic, no validity flags, the same weights and the same order
 /// as the general walk, so the same results to the bit. False (nothing visited) otherwise.
@@ -168,18 +184,14 @@ template <int Dim, class P, class Visit>
 DIFFEO_HD bool for_each_linear_tap_inside(const extents<Dim>& ext, const vec<P, Dim>& q,
                                           const Visit& visit) {
   constexpr bool value_only = std::is_invocable_v<const Visit&, index_t, P>;
-  bool inside = true;
-  for (int a = 0; a < Dim; ++a)  // also false for NaN
-    inside &= (q[a] >= P(0)) & (q[a] < P(ext[a] - 1));
-  if (!inside) return false;
   index_t i0[Dim];
+  P t[Dim];
+  if (!linear_cell_inside(ext, q, i0, t)) return false;
   P w[Dim][2];
   constexpr P dw[2] = {P(-1), P(1)};
   for (int a = 0; a < Dim; ++a) {
-    i0[a] = static_cast<index_t>(q[a]);  // q >= 0: truncation is floor
-    const P t = q[a] - P(i0[a]);
-    w[a][0] = 1 - t;
-    w[a][1] = t;
+    w[a][0] = 1 - t[a];
+    w[a][1] = t[a];
   }
   if constexpr (Dim == 2) {
     for (int j = 0; j < 2; ++j) {
@@ -264,17 +276,9 @@ namespace detail {
 template <class T, int Dim, class P, class E>
 DIFFEO_HD inline bool sample_linear_inside(const field_view<T, Dim>& f, const vec<P, Dim>& q,
                                            E* out) {
-  bool inside = true;
-  for (int a = 0; a < Dim; ++a)  // also false for NaN
-    inside &= (q[a] >= P(0)) & (q[a] < P(f.ext[a] - 1));
-  if (!inside) return false;
-  // q >= 0 here, so truncation is floor (and needs no libm call).
   index_t i0[Dim];
   P t[Dim];
-  for (int a = 0; a < Dim; ++a) {
-    i0[a] = static_cast<index_t>(q[a]);
-    t[a] = q[a] - P(i0[a]);
-  }
+  if (!linear_cell_inside(f.ext, q, i0, t)) return false;
   using S = scalar_of<E>;
   const int C = f.channels;
   const index_t sx = C, sy = f.ext[0] * C;
@@ -356,17 +360,12 @@ template <class T, int Dim, class P, class E>
 DIFFEO_HD inline bool linear_with_gradient_inside(const field_view<T, Dim>& f,
                                                   const vec<P, Dim>& q,
                                                   value_and_gradient<E, Dim>& r) {
-  bool inside = true;
-  for (int a = 0; a < Dim; ++a)  // also false for NaN
-    inside &= (q[a] >= P(0)) & (q[a] < P(f.ext[a] - 1));
-  if (!inside) return false;
   using S = scalar_of<E>;
   index_t i0[Dim];
+  P tq[Dim];
+  if (!linear_cell_inside(f.ext, q, i0, tq)) return false;
   S t[Dim];
-  for (int a = 0; a < Dim; ++a) {
-    i0[a] = static_cast<index_t>(q[a]);  // q >= 0: truncation is floor
-    t[a] = S(q[a] - P(i0[a]));
-  }
+  for (int a = 0; a < Dim; ++a) t[a] = S(tq[a]);
   const auto lerp = [](const E& x, const E& y, S s) { return x + (y - x) * s; };
   const index_t sx = f.channels, sy = f.ext[0] * sx;
   if constexpr (Dim == 2) {

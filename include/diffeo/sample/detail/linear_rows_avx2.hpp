@@ -249,6 +249,20 @@ struct linear_block_avx2 {
     return b;
   }
 
+  /// The weights of a cell's rows (y, y + 1, then in 3D the same at z + 1): products of
+  /// the y and z pair weights.
+  DIFFEO_INLINE_AVX2 static void row_weights(const located& b, __m256 (&wr)[Dim == 3 ? 4 : 2]) {
+    if constexpr (Dim == 3) {
+      wr[0] = _mm256_mul_ps(b.w0[1], b.w0[2]);
+      wr[1] = _mm256_mul_ps(b.w1[1], b.w0[2]);
+      wr[2] = _mm256_mul_ps(b.w0[1], b.w1[2]);
+      wr[3] = _mm256_mul_ps(b.w1[1], b.w1[2]);
+    } else {
+      wr[0] = b.w0[1];
+      wr[1] = b.w1[1];
+    }
+  }
+
   /// Per-point rows of a three-channel pair, `[A0 A1 A2 B0 | B1 B2 . .]` for the pair's
   /// voxels A and B, transposed to one vector per channel of each voxel, points in order
   /// (points l and l + 4 share a 4 × 4 in-lane transpose).
@@ -307,8 +321,8 @@ struct linear_block_avx2 {
       return true;
     } else {
       if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(b.idx, last_pair)) != 0) return false;
-      const __m256 wr[4] = {_mm256_mul_ps(b.w0[1], b.w0[2]), _mm256_mul_ps(b.w1[1], b.w0[2]),
-                            _mm256_mul_ps(b.w0[1], b.w1[2]), _mm256_mul_ps(b.w1[1], b.w1[2])};
+      __m256 wr[4];
+      row_weights(b, wr);
       // Per point, rows [A0 A1 A2 B0 | B1 B2 . .] summed three ways: with the y and z
       // weights (for ∂/∂x: B − A), their differences along y weighted in z (for ∂/∂y: a
       // lerp in x) and along z weighted in y (∂/∂z).
@@ -370,15 +384,7 @@ struct linear_block_avx2 {
       // the pair, which stay in the image except past the last cell's last row.
       if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(idx, last_pair)) == 0) {
         __m256 wr[Dim == 3 ? 4 : 2];
-        if constexpr (Dim == 3) {
-          wr[0] = _mm256_mul_ps(b.w0[1], b.w0[2]);
-          wr[1] = _mm256_mul_ps(b.w1[1], b.w0[2]);
-          wr[2] = _mm256_mul_ps(b.w0[1], b.w1[2]);
-          wr[3] = _mm256_mul_ps(b.w1[1], b.w1[2]);
-        } else {
-          wr[0] = b.w0[1];
-          wr[1] = b.w1[1];
-        }
+        row_weights(b, wr);
         // Per point, its rows summed with their y (and z) weights: [A0 A1 A2 B0 | B1 B2 . .]
         // for the pair's voxels A and B.
         __m256 rows[8];

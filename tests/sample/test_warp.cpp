@@ -158,6 +158,36 @@ void check_warp_vjp(extents<Dim> e, int channels) {
   }
 }
 
+TEST_CASE("the image gradient's taps of a run of sources equal those found one by one") {
+  // `warp_taps::run` steps from point to point without dividing: runs start anywhere and
+  // cross rows and slices of odd extents; positions leave the grid, so all tap paths run.
+  const auto check = [](auto e, auto interp) {
+    constexpr int Dim = decltype(e)::rank;
+    using taps_t = detail::warp_taps<decltype(interp), boundary::reflection, float, Dim>;
+    constexpr int K = taps_t::K;
+    const auto u = random_field<float, Dim>(e, 3.0, 17);
+    const taps_t taps{e, e, u.data()};
+    constexpr index_t count = 23;
+    index_t idx[count][K], one_idx[K];
+    float w[count][K], one_w[K];
+    index_t mismatches = 0;
+    for (index_t s0 = 0; s0 < e.count(); s0 += count - 4) {
+      const index_t n = std::min(count, e.count() - s0);
+      taps.run(s0, n, idx, w);
+      for (index_t m = 0; m < n; ++m) {
+        taps(s0 + m, one_idx, one_w);
+        for (int k = 0; k < K; ++k)
+          mismatches += idx[m][k] != one_idx[k] || w[m][k] != one_w[k];
+      }
+    }
+    CHECK(mismatches == 0);
+  };
+  check(make_extents(13, 7), interp::linear{});
+  check(make_extents(13, 7), interp::cubic{});
+  check(make_extents(9, 5, 4), interp::linear{});
+  check(make_extents(9, 5, 4), interp::cubic{});
+}
+
 TEST_CASE_TEMPLATE("warp VJPs match finite differences", B, DIFFEO_TEST_BACKENDS) {
   check_warp_vjp<interp::linear, boundary::zeros, B, 2>(make_extents(9, 8), 2);
   check_warp_vjp<interp::linear, boundary::reflection, B, 2>(make_extents(7, 9), 1);

@@ -141,8 +141,26 @@ struct warp_taps {
   const vec<S, Dim>* u;
   template <class W>
   DIFFEO_HD void operator()(index_t s, index_t* idx, W* w) const {
+    at(s, out_ext.unravel(s), idx, w);
+  }
+  /// The taps of the consecutive sources s0, s0 + 1, ... into rows `idx[n]`, `w[n]`: as
+  /// `operator()`, stepping from each grid point to the next without a division.
+  template <class W>
+  DIFFEO_HD void run(index_t s0, index_t count, index_t (*idx)[K], W (*w)[K]) const {
+    index_vec<Dim> p = out_ext.unravel(s0);
+    for (index_t n = 0; n < count; ++n) {
+      at(s0 + n, p, idx[n], w[n]);
+      for (int a = 0; a < Dim; ++a) {
+        if (++p[a] < out_ext[a] || a + 1 == Dim) break;
+        p[a] = 0;
+      }
+    }
+  }
+  /// The taps of source `s` at grid point `p`.
+  template <class W>
+  DIFFEO_HD void at(index_t s, const index_vec<Dim>& p, index_t* idx, W* w) const {
     for (int k = 0; k < K; ++k) idx[k] = -1, w[k] = 0;
-    const vec<S, Dim> q = out_ext.unravel(s).template cast<S>() + u[s];
+    const vec<S, Dim> q = p.template cast<S>() + u[s];
     int k = 0;
     for_each_tap<Interp, Boundary>(src_ext, q, [&](index_t j, S wt) {
       idx[k] = j;

@@ -65,9 +65,9 @@ void with_channel_count(int channels, const F& f) {
   }
 }
 
-/// Adds source `s` into its taps; `Channels` is the channel count when fixed at compile
-/// time, else 0 (`channels` at run time).
-template <int K, class S, class Taps, class Value, bool Atomic, int Channels = 0>
+/// Adds source `s` into its taps atomically; `Channels` is the channel count when fixed at
+/// compile time, else 0 (`channels` at run time).
+template <int K, class S, class Taps, class Value, int Channels = 0>
 struct scatter_direct_kernel {
   Taps taps;
   Value value;
@@ -81,13 +81,7 @@ struct scatter_direct_kernel {
     for (int k = 0; k < K; ++k) {
       if (idx[k] < 0) continue;
       S* t = target + idx[k] * C;
-      for (int c = 0; c < C; ++c) {
-        const S v = w[k] * value(s, c);
-        if constexpr (Atomic)
-          atomic_add(t + c, v);
-        else
-          t[c] += v;
-      }
+      for (int c = 0; c < C; ++c) atomic_add(t + c, w[k] * value(s, c));
     }
   }
 };
@@ -155,7 +149,8 @@ struct scatter_gather_kernel {
 /// Calls `add(s, target, weight)` for every tap of the sources [first, last), in order. The
 /// taps of a chunk of sources are found before its adds (with `taps.run(first, count, idx,
 /// w)` when the functor has it: consecutive sources without a division each), so finding
-/// them does not wait on the adds' loads and stores: 1.1–1.8× faster than interleaving.
+/// them does not wait on the adds' loads and stores (compose_vjp's scatter: 1.75× faster in
+/// 2D, 1.06× in 3D, than finding and adding source by source).
 template <int K, class S, class Taps, class Add>
 void for_each_tap_in_chunks(index_t first, index_t last, const Taps& taps, const Add& add) {
   constexpr index_t chunk = 16;
@@ -300,12 +295,11 @@ void scatter_add(Backend be, index_t sources, const Taps& taps, const Value& val
       detail::scatter_range<K>(0, sources, taps, value, target, channels);
       return;
     }
-    constexpr bool atomic = true;
     detail::with_channel_count(channels, [&](auto fixed) {
       constexpr int C = decltype(fixed)::value;
       for_each_index(be, sources,
-                     detail::scatter_direct_kernel<K, S, Taps, Value, atomic, C>{taps, value, target,
-                                                                                  channels});
+                     detail::scatter_direct_kernel<K, S, Taps, Value, C>{taps, value, target,
+                                                                          channels});
     });
     return;
   }

@@ -168,14 +168,24 @@ void for_each_tap_in_chunks(index_t first, index_t last, const Taps& taps, const
   }
 }
 
-/// Plain adds of sources [first, last).
-template <int K, class S, class Taps, class Value>
+/// Takes no tap away from `scatter_range`.
+struct no_tap_elsewhere {
+  template <class S>
+  bool operator()(index_t, index_t, S) const {
+    return false;
+  }
+};
+
+/// Plain adds of sources [first, last), except the taps for which `elsewhere(s, tap, w)`
+/// returns true (it has taken them to add later).
+template <int K, class S, class Taps, class Value, class Elsewhere = no_tap_elsewhere>
 void scatter_range(index_t first, index_t last, const Taps& taps, const Value& value, S* target,
-                   int channels) {
+                   int channels, const Elsewhere& elsewhere = {}) {
   with_channel_count(channels, [&](auto fixed) {
     constexpr int fixed_count = decltype(fixed)::value;
     const int C = fixed_count != 0 ? fixed_count : channels;
     for_each_tap_in_chunks<K, S>(first, last, taps, [&](index_t s, index_t tap, S w) {
+      if (elsewhere(s, tap, w)) return;
       S* t = target + tap * C;
       for (int c = 0; c < C; ++c) t[c] += w * value(s, c);
     });
@@ -255,19 +265,13 @@ bool scatter_in_bands(backend::tbb, index_t sources, const Taps& taps, const Val
       ::tbb::parallel_for(index_t(0), (bands - parity + 1) / 2, [&](index_t m) {
         const index_t j = 2 * m + parity;
         const index_t begin = part_begin[j], end = band_hi[j] >= 0 ? part_end[j] : begin;
-        with_channel_count(channels, [&](auto fixed) {
-          constexpr int fixed_count = decltype(fixed)::value;
-          const int C = fixed_count != 0 ? fixed_count : channels;
-          const index_t first = j * per * block, last = std::min(sources, first + per * block);
-          for_each_tap_in_chunks<K, S>(first, last, taps, [&](index_t s, index_t tap, S w) {
-            if (tap < begin || tap >= end) {
-              misses[j].push_back({s, tap, w});
-              return;
-            }
-            S* t = target + tap * C;
-            for (int c = 0; c < C; ++c) t[c] += w * value(s, c);
-          });
-        });
+        const index_t first = j * per * block, last = std::min(sources, first + per * block);
+        scatter_range<K>(first, last, taps, value, target, channels,
+                         [&](index_t s, index_t tap, S w) {
+                           if (tap >= begin && tap < end) return false;
+                           misses[j].push_back({s, tap, w});  // outside this band's part
+                           return true;
+                         });
       });
       for (index_t j = parity; j < bands; j += 2)
         for (const entry& e : misses[j])

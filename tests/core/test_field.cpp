@@ -2,9 +2,15 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <vector>
+
+#if defined(DIFFEO_ENABLE_TBB)
+#  include <oneapi/tbb/global_control.h>
+#endif
 
 #include "support/backends.hpp"
 
@@ -117,4 +123,29 @@ TEST_CASE_TEMPLATE("sort_by_key is deterministic with ties broken by value", B,
     CHECK(kh[i - 1] <= kh[i]);
     if (kh[i - 1] == kh[i]) CHECK(vh[i - 1] < vh[i]);
   }
+}
+
+template <class B>
+void check_tasks() {
+  std::vector<std::atomic<int>> runs(1000);
+  for_each_task(B{}, index_t(runs.size()), [&](index_t t) { runs[std::size_t(t)]++; });
+  int wrong = 0;
+  for (const auto& r : runs) wrong += r.load() != 1;
+  CHECK(wrong == 0);
+  for_each_task(B{}, 0, [&](index_t) { runs[0]++; });
+  CHECK(runs[0].load() == 1);
+  CHECK(thread_count(B{}) >= 1);
+}
+
+TEST_CASE("for_each_task runs every task once; thread_count follows the limits") {
+  check_tasks<backend::serial>();
+  CHECK(thread_count(backend::serial{}) == 1);
+#if defined(DIFFEO_ENABLE_TBB)
+  check_tasks<backend::tbb>();
+  {
+    tbb::global_control one(tbb::global_control::max_allowed_parallelism, 1);
+    CHECK(thread_count(backend::tbb{}) == 1);
+  }
+  CHECK(thread_count(backend::tbb{}) == tbb::this_task_arena::max_concurrency());
+#endif
 }

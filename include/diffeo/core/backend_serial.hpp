@@ -69,6 +69,16 @@ void for_each_point(backend::serial, const extents<Dim>& ext, const F& f) {
   for (index_t r = 0; r < rows; ++r) detail::run_row(ext, r, f);
 }
 
+/// Calls `f(t)` for every task `t` in `[0, n)`: coarse pieces of work (many rows each)
+/// that the parallel backends run concurrently, in any order.
+template <class F>
+void for_each_task(backend::serial, index_t n, const F& f) {
+  for (index_t t = 0; t < n; ++t) f(t);
+}
+
+/// How many threads the backend's loops run on.
+inline int thread_count(backend::serial) { return 1; }
+
 /// Folds `map(i)` for `i` in `[0, n)` with the associative `op`, starting from its
 /// identity `init`.
 template <class T, class Map, class Op>

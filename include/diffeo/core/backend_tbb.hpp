@@ -2,8 +2,10 @@
 /// The oneTBB backend: rows of the grid (or blocks of indices) run on all cores.
 
 #include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/parallel_sort.h>
+#include <oneapi/tbb/task_arena.h>
 
 #include <algorithm>
 #include <utility>
@@ -42,6 +44,22 @@ void for_each_point(backend::tbb, const extents<Dim>& ext, const F& f) {
                         for (index_t row = r.begin(); row != r.end(); ++row)
                           detail::run_row(ext, row, f);
                       });
+}
+
+/// Calls `f(t)` for every task `t` in `[0, n)`, one task at a time per core (tasks are
+/// coarse).
+template <class F>
+void for_each_task(backend::tbb, index_t n, const F& f) {
+  ::tbb::parallel_for(index_t(0), n, [&](index_t t) { f(t); });
+}
+
+/// How many threads the backend's loops run on: the current arena's, within any
+/// `global_control` limit.
+inline int thread_count(backend::tbb) {
+  const std::size_t limit =
+      ::tbb::global_control::active_value(::tbb::global_control::max_allowed_parallelism);
+  return static_cast<int>(
+      std::min<std::size_t>(limit, static_cast<std::size_t>(::tbb::this_task_arena::max_concurrency())));
 }
 
 /// Folds `map(i)` with `op`; bitwise identical to the serial backend (same fixed blocks,

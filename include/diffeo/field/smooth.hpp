@@ -18,6 +18,7 @@
 /// kernel makes S self-adjoint; with `border` or `reflection` it is not, and the transpose
 /// gathers the folded taps exactly. Vector fields are smoothed component by component.
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -106,9 +107,23 @@ DIFFEO_TARGET_AVX2 inline void avx_store(float* p, __m256 v) { _mm256_storeu_ps(
 DIFFEO_TARGET_AVX2 inline void avx_store(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
 DIFFEO_TARGET_AVX2 inline __m256 avx_fmadd(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
 DIFFEO_TARGET_AVX2 inline __m256d avx_fmadd(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+/// The lanes below `n` (0 < n < lanes) of a vector of S, as a mask for the masked moves.
+DIFFEO_TARGET_AVX2 inline __m256i avx_first_lanes(float, index_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+DIFFEO_TARGET_AVX2 inline __m256i avx_first_lanes(double, index_t n) {
+  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+DIFFEO_TARGET_AVX2 inline __m256 avx_maskload(const float* p, __m256i m) { return _mm256_maskload_ps(p, m); }
+DIFFEO_TARGET_AVX2 inline __m256d avx_maskload(const double* p, __m256i m) { return _mm256_maskload_pd(p, m); }
+DIFFEO_TARGET_AVX2 inline void avx_maskstore(float* p, __m256i m, __m256 v) { _mm256_maskstore_ps(p, m, v); }
+DIFFEO_TARGET_AVX2 inline void avx_maskstore(double* p, __m256i m, __m256d v) { _mm256_maskstore_pd(p, m, v); }
 
 /// The same in blocks of 8 vectors that stay in registers while every row is added: one
-/// store per output instead of a load and a store per tap.
+/// store per output instead of a load and a store per tap. The rest runs a vector at a
+/// time, the last one partial through masked moves: as scalars, each output was a chain
+/// of dependent FMAs, and the rests of the x passes (row ends included) took a third of a
+/// 3D smoothing.
 template <class S>
 DIFFEO_TARGET_AVX2 void weighted_rows_avx2(S* out, const S* const* src, const S* w, int taps,
                                            index_t len) {
@@ -125,10 +140,17 @@ DIFFEO_TARGET_AVX2 void weighted_rows_avx2(S* out, const S* const* src, const S*
     }
     for (int j = 0; j < 8; ++j) avx_store(out + t0 + j * L, acc[j]);
   }
-  for (; t0 < len; ++t0) {
-    S acc = w[0] * src[0][t0];
-    for (int k = 1; k < taps; ++k) acc = std::fma(w[k], src[k][t0], acc);
-    out[t0] = acc;
+  for (; t0 + L <= len; t0 += L) {
+    auto acc = avx_fmadd(avx_set1(w[0]), avx_load(src[0] + t0), avx_set1(S(0)));
+    for (int k = 1; k < taps; ++k) acc = avx_fmadd(avx_set1(w[k]), avx_load(src[k] + t0), acc);
+    avx_store(out + t0, acc);
+  }
+  if (t0 < len) {
+    const __m256i m = avx_first_lanes(S(0), len - t0);
+    auto acc = avx_fmadd(avx_set1(w[0]), avx_maskload(src[0] + t0, m), avx_set1(S(0)));
+    for (int k = 1; k < taps; ++k)
+      acc = avx_fmadd(avx_set1(w[k]), avx_maskload(src[k] + t0, m), acc);
+    avx_maskstore(out + t0, m, acc);
   }
 }
 #endif
@@ -216,29 +238,50 @@ struct conv_axis_kernel {
         weighted_rows(out, rows, weights, used, n * width);
       return;
     }
-    // Along x: outputs [a, b) have all their taps on the row; the few near the ends read
-    // a copy of the row's ends with the boundary applied.
-    const index_t nx = x_ext[0];
-    p[0] = 0;
-    const S* src = x + x_ext.linear(p) * width;
-    if (axis != 0 || step != 1 || taps > max_taps || nx < 2 * taps) {
+    if (axis != 0 || step != 1 || taps > max_taps) {
       for (index_t xo = 0; xo < n; ++xo) p[0] = xo, (*this)(i + xo, p);
       return;
     }
-    const index_t r = radius;
+    p[0] = 0;
+    x_row(x + x_ext.linear(p) * width, out);
+  }
+  /// The pass along x (unit step) of the row at `src` into `out`. Outputs [r, n − r) have
+  /// all their taps on the row; the few near the ends read a copy of the row's ends with
+  /// the boundary applied.
+  void x_row(const S* src, S* out) const {
+    constexpr int max_taps = 128;
+    const index_t nx = x_ext[0], taps = 2 * radius + 1, r = radius;
+    if (nx < 2 * taps || taps > max_taps) {  // short rows: point by point
+      for (index_t xo = 0; xo < nx; ++xo)
+        for (int c = 0; c < width; ++c) {
+          S acc = 0;
+          for (index_t k = 0; k < taps; ++k) {
+            bool valid;
+            const index_t m = boundary_map<Boundary>::apply(xo - r + k, nx, valid);
+            if (valid) acc += w[k] * src[m * width + c];
+          }
+          out[xo * width + c] = acc;
+        }
+      return;
+    }
+    const S* rows[max_taps];
     for (index_t k = 0; k < taps; ++k) rows[k] = src + k * width;  // output r + t reads t .. t + 2r
     weighted_rows(out + r * width, rows, w, int(taps), (nx - 2 * r) * width);
     // Each end: inputs [-r, 2r) (or [n - 2r, n + r)) through the boundary; zeros reads 0.
-    thread_local std::vector<S> edge;
-    edge.assign(std::size_t(3 * r * width), S(0));
+    thread_local std::vector<S> edge_store;
+    edge_store.resize(std::size_t(3 * r * width));
+    S* const edge = edge_store.data();
     for (const bool left : {true, false}) {
       const index_t first = left ? -r : nx - 2 * r;
       for (index_t j = 0; j < 3 * r; ++j) {
         bool valid;
         const index_t m = boundary_map<Boundary>::apply(first + j, nx, valid);
-        for (int c = 0; c < width; ++c) edge[j * width + c] = valid ? src[m * width + c] : S(0);
+        if (valid)
+          std::copy_n(src + m * width, width, edge + j * width);
+        else
+          std::fill_n(edge + j * width, width, S(0));
       }
-      for (index_t k = 0; k < taps; ++k) rows[k] = edge.data() + k * width;
+      for (index_t k = 0; k < taps; ++k) rows[k] = edge + k * width;
       weighted_rows(out + (left ? 0 : nx - r) * width, rows, w, int(taps), r * width);
     }
   }
@@ -343,6 +386,11 @@ struct separable_filter {
   /// y = F x (forward) or x = F^T y (transposed); `from` and `to` may alias.
   template <class Boundary, class Backend>
   void apply(Backend be, const S* from, S* to, bool transposed) const {
+    if constexpr (is_host_backend<Backend> && (Dim == 2 || Dim == 3)) {
+      bool sweep = !transposed && step == 1 && from != to && x_ext.count() == y_ext.count();
+      for (int a = 0; a < Dim; ++a) sweep = sweep && w[a].size() <= std::size_t(max_sweep_taps);
+      if (sweep) return apply_in_one_sweep<Boundary>(be, from, to);
+    }
     field<S, 2, Backend> weights[Dim];
     for (int a = 0; a < Dim; ++a) {
       const auto n = static_cast<index_t>(w[a].size());
@@ -378,6 +426,115 @@ struct separable_filter {
                                                     weights[a].data(), r});
       src = dst;
     }
+  }
+
+  static constexpr int max_sweep_taps = 128;
+
+  /// y = F x with every pass in one sweep over memory (CPU backends, unit step, `from` not
+  /// `to`): each task takes a band of rows (the y range [y0, y1)), filters the input rows it
+  /// needs along x into a ring of rows, those along y into the output (2D) or into a ring
+  /// of slabs of the band, which the pass along z reads (3D). The rings stay in cache, so
+  /// the field is read once and written once instead of once per pass, and no scratch
+  /// field is allocated. Each output is the same sum of the same terms as in the passes.
+  template <class Boundary, class Backend>
+  void apply_in_one_sweep(Backend be, const S* from, S* to) const {
+    constexpr int max_taps = max_sweep_taps;
+    const index_t nx = x_ext[0], ny = x_ext[1], nz = Dim == 3 ? x_ext[Dim - 1] : 1;
+    const index_t len = nx * width;  // scalars per row
+    // Rows (and slabs) of the rings one cache line more apart than whole lines: rows 4 KiB
+    // apart would fall into the same L1 sets, and the 2r + 1 read at once would evict
+    // each other.
+    constexpr index_t line = 64 / sizeof(S);
+    const auto padded = [](index_t n) { return (n + line - 1) / line * line + line; };
+    const index_t pitch = padded(len);
+    std::vector<S> h[Dim];
+    index_t r[Dim];
+    for (int a = 0; a < Dim; ++a) {
+      h[a].assign(w[a].begin(), w[a].end());
+      r[a] = (static_cast<index_t>(w[a].size()) - 1) / 2;
+    }
+    const conv_axis_kernel<Boundary, S, Dim> along_x{from, nullptr, x_ext, 0, width, 1,
+                                                     h[0].data(), r[0]};
+    // Bands: two per thread (threads run at different speeds), each at least four kernel
+    // widths high when the rows allow (the x rows of a band's margins are filtered twice),
+    // more in 3D while the ring of slabs would not fit in half of L2; a multiple of the
+    // thread count, split evenly.
+    const index_t ring_slabs = Dim == 3 ? 2 * r[Dim - 1] + 1 : 0;
+    const index_t threads = thread_count(be);
+    index_t bands = std::min<index_t>(2, std::max<index_t>(1, ny / (threads * 4 * (2 * r[1] + 1))));
+    if constexpr (Dim == 3) {
+      const index_t fit = std::max<index_t>(1, (index_t(512) << 10) / (ring_slabs * len * index_t(sizeof(S))));
+      bands = std::max(bands, (ny + threads * fit - 1) / (threads * fit));
+    }
+    bands = std::min(ny, bands * threads);
+    // The taps along one axis of output `o`: source indices and weights (zeros drops
+    // those off the grid). Boundary maps are 1-Lipschitz, so the sources of one output
+    // span at most 2r + 1 indices: a ring of 2r + 1 keyed by index mod 2r + 1 holds them.
+    struct taps_of {
+      index_t src[max_taps];
+      S weight[max_taps];
+      int count = 0;
+    };
+    const auto taps = [&](int a, index_t o, index_t n) {
+      taps_of t;
+      for (index_t k = 0; k <= 2 * r[a]; ++k) {
+        bool valid;
+        const index_t m = boundary_map<Boundary>::apply(o - r[a] + k, n, valid);
+        if (valid) t.src[t.count] = m, t.weight[t.count++] = h[a][k];
+      }
+      return t;
+    };
+    const auto sum_rows = [&](S* out, const S* const* rows, const taps_of& t, index_t n) {
+      if (t.count == 0)
+        std::fill(out, out + n, S(0));
+      else
+        weighted_rows(out, rows, t.weight, t.count, n);
+    };
+    for_each_task(be, bands, [&](index_t b) {
+      const index_t y0 = b * ny / bands, y1 = (b + 1) * ny / bands, ry = 2 * r[1] + 1;
+      thread_local std::vector<S> store;  // reused: fresh memory would cost page faults
+      const index_t slab = padded((y1 - y0) * len);  // a slab's rows are contiguous
+      store.resize(static_cast<std::size_t>(ry * pitch + ring_slabs * slab));
+      S* const x_ring = store.data();
+      index_t x_tag[max_taps];
+      const S* rows[max_taps];
+      // Output row y of slab z (0 in 2D), filtered along x and y, into `out`.
+      const auto filter_xy = [&](index_t z, index_t y, S* out) {
+        const taps_of t = taps(1, y, ny);
+        for (int k = 0; k < t.count; ++k) {
+          const index_t m = t.src[k], slot = m % ry;
+          if (x_tag[slot] != m) {
+            along_x.x_row(from + (z * ny + m) * len, x_ring + slot * pitch);
+            x_tag[slot] = m;
+          }
+          rows[k] = x_ring + slot * pitch;
+        }
+        sum_rows(out, rows, t, len);
+      };
+      std::fill(x_tag, x_tag + ry, index_t(-1));
+      if constexpr (Dim == 2) {
+        for (index_t y = y0; y < y1; ++y) filter_xy(0, y, to + y * len);
+      } else {
+        S* const z_ring = x_ring + ry * pitch;
+        index_t z_tag[max_taps];
+        std::fill(z_tag, z_tag + ring_slabs, index_t(-1));
+        const S* slabs[max_taps];
+        for (index_t z = 0; z < nz; ++z) {
+          const taps_of t = taps(2, z, nz);
+          for (int k = 0; k < t.count; ++k) {
+            const index_t m = t.src[k], slot = m % ring_slabs;
+            if (z_tag[slot] != m) {
+              std::fill(x_tag, x_tag + ry, index_t(-1));
+              for (index_t y = y0; y < y1; ++y)
+                filter_xy(m, y, z_ring + slot * slab + (y - y0) * len);
+              z_tag[slot] = m;
+            }
+            slabs[k] = z_ring + slot * slab;
+          }
+          sum_rows(to + (z * ny + y0) * len, slabs, t, (y1 - y0) * len);  // the band at once
+        }
+      }
+    });
   }
 
   /// Runs the pass along `axis` over `ext`. On the CPU backends a 3D pass along z takes

@@ -455,18 +455,15 @@ struct separable_filter {
     }
     const conv_axis_kernel<Boundary, S, Dim> along_x{from, nullptr, x_ext, 0, width, 1,
                                                      h[0].data(), r[0]};
-    // Bands: two per thread (threads run at different speeds), each at least four kernel
-    // widths high when the rows allow (the x rows of a band's margins are filtered twice),
-    // more in 3D while the ring of slabs would not fit in half of L2; a multiple of the
-    // thread count, split evenly.
+    // Bands: one per thread, two when there are several (threads run at different speeds
+    // here), each at least four kernel widths high where the rows allow (a band filters the
+    // x rows of its 2r_y margin rows again). Rings beyond L2 measured no slower than more,
+    // thinner bands with more margins (3D 128³).
     const index_t ring_slabs = Dim == 3 ? 2 * r[Dim - 1] + 1 : 0;
     const index_t threads = thread_count(be);
-    index_t bands = std::min<index_t>(2, std::max<index_t>(1, ny / (threads * 4 * (2 * r[1] + 1))));
-    if constexpr (Dim == 3) {
-      const index_t fit = std::max<index_t>(1, (index_t(512) << 10) / (ring_slabs * len * index_t(sizeof(S))));
-      bands = std::max(bands, (ny + threads * fit - 1) / (threads * fit));
-    }
-    bands = std::min(ny, bands * threads);
+    const index_t per_thread = std::clamp<index_t>(ny / (threads * 4 * (2 * r[1] + 1)), 1,
+                                                   threads > 1 ? 2 : 1);
+    const index_t bands = std::min(ny, per_thread * threads);
     // The taps along one axis of output `o`: source indices and weights (zeros drops
     // those off the grid). Boundary maps are 1-Lipschitz, so the sources of one output
     // span at most 2r + 1 indices: a ring of 2r + 1 keyed by index mod 2r + 1 holds them.

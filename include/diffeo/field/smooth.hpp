@@ -489,7 +489,8 @@ struct separable_filter {
     };
     for_each_task(be, bands, [&](index_t b) {
       const index_t y0 = b * ny / bands, y1 = (b + 1) * ny / bands, ry = 2 * r[1] + 1;
-      thread_local std::vector<S> store;  // reused: fresh memory would cost page faults
+      // Kept for the next call on this thread, up to 16 MiB (fresh memory costs page faults).
+      thread_local std::vector<S> store;
       const index_t slab = padded((y1 - y0) * len);  // a slab's rows are contiguous
       store.resize(static_cast<std::size_t>(ry * pitch + ring_slabs * slab));
       S* const x_ring = store.data();
@@ -531,6 +532,7 @@ struct separable_filter {
           sum_rows(to + (z * ny + y0) * len, slabs, t, (y1 - y0) * len);  // the band at once
         }
       }
+      if (store.size() * sizeof(S) > (std::size_t(16) << 20)) std::vector<S>().swap(store);
     });
   }
 

@@ -303,17 +303,20 @@ struct conv_axis_adjoint_kernel {
   const S* w;
   index_t radius;
   bool symmetric;  // w[k] == w[2r − k]: away from the border the transpose is the filter
-  DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
-    index_t base, stride;
-    axis_line(y_ext, p, axis, base, stride);
-    const index_t xp = p[axis], m = y_ext[axis], taps = 2 * radius + 1;
+  /// On the CPU backends (else null): for each index xp along the axis, the outputs o and
+  /// weights a of `gather(xp)`, entries [gather_first[xp], gather_first[xp + 1]).
+  const index_t* gather_first = nullptr;
+  const index_t* gather_output = nullptr;
+  const S* gather_weight = nullptr;
+
+  /// The outputs o (along the axis) whose taps reach index xp, in increasing order, with
+  /// the summed weight a ≠ 0 of those taps: `visit(o, a)`.
+  template <class Visit>
+  DIFFEO_HD void gather(index_t xp, const Visit& visit) const {
+    const index_t m = y_ext[axis], taps = 2 * radius + 1;
     const index_t lo_c = xp - radius, hi_c = xp + radius;
     const index_t o_lo = lo_c <= 0 ? 0 : (lo_c + step - 1) / step;
     const index_t o_hi = hi_c / step < m - 1 ? hi_c / step : m - 1;
-    const S* src = y + base * width;
-    const index_t sw = stride * width;
-    S* out = x + i * width;
-    for (int c = 0; c < width; ++c) out[c] = S(0);
     for (index_t o = o_lo; o <= o_hi; ++o) {
       const index_t first = step * o - radius;
       S a = 0;
@@ -326,38 +329,81 @@ struct conv_axis_adjoint_kernel {
           if (valid && mk == xp) a += w[k];
         }
       }
-      if (a == S(0)) continue;
-      for (int c = 0; c < width; ++c) out[c] += a * src[o * sw + c];
+      if (a != S(0)) visit(o, a);
     }
+  }
+  DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
+    index_t base, stride;
+    axis_line(y_ext, p, axis, base, stride);
+    const S* src = y + base * width;
+    const index_t sw = stride * width;
+    S* out = x + i * width;
+    for (int c = 0; c < width; ++c) out[c] = S(0);
+    gather(p[axis], [&](index_t o, S a) {
+      for (int c = 0; c < width; ++c) out[c] += a * src[o * sw + c];
+    });
   }
   /// The CPU backends' form (see `row_kernel`). With a symmetric kernel and no stride, a
   /// point at least 2r from the border gathers exactly the forward filter's taps (every
   /// output reaching it keeps all its taps on the grid), so those run as `conv_axis_kernel`'s
-  /// weighted row sums; the others take the point path.
+  /// weighted row sums. The others read their outputs and weights from the gather table:
+  /// as weighted row sums too along y and z, point by point along x.
   void row(index_t i, index_vec<Dim> p, index_t count) const {
     constexpr int max_taps = 128;
     const index_t taps = 2 * radius + 1, r = radius;
     const bool fast = step == 1 && symmetric && taps <= max_taps;
     const S* rows[max_taps];
-    if (fast && axis != 0 && p[axis] >= 2 * r && p[axis] + 2 * r < n) {
-      for (index_t k = 0; k < taps; ++k) {
-        index_vec<Dim> q = p;
-        q[axis] = p[axis] - r + k;
-        rows[k] = y + y_ext.linear(q) * width;
+    if (axis != 0) {
+      const index_t xp = p[axis];
+      if (fast && xp >= 2 * r && xp + 2 * r < n) {
+        for (index_t k = 0; k < taps; ++k) {
+          index_vec<Dim> q = p;
+          q[axis] = xp - r + k;
+          rows[k] = y + y_ext.linear(q) * width;
+        }
+        weighted_rows(x + i * width, rows, w, int(taps), count * width);
+        return;
       }
-      weighted_rows(x + i * width, rows, w, int(taps), count * width);
+      const index_t e0 = gather_first ? gather_first[xp] : 0;
+      const index_t entries = gather_first ? gather_first[xp + 1] - e0 : 0;
+      if (gather_first && entries <= max_taps) {
+        for (index_t e = 0; e < entries; ++e) {
+          index_vec<Dim> q = p;
+          q[axis] = gather_output[e0 + e];
+          rows[e] = y + y_ext.linear(q) * width;
+        }
+        if (entries == 0)
+          std::fill(x + i * width, x + (i + count) * width, S(0));
+        else
+          weighted_rows(x + i * width, rows, gather_weight + e0, int(entries), count * width);
+        return;
+      }
+      for (index_t xo = 0; xo < count; ++xo) p[0] = xo, (*this)(i + xo, p);
       return;
     }
     index_t a = 0, b = 0;  // [a, b): the fast part of an x row
-    if (fast && axis == 0 && n > 4 * r) {
+    p[0] = 0;
+    const S* src = y + y_ext.linear(p) * width;
+    if (fast && n > 4 * r) {
       a = 2 * r, b = n - 2 * r;
-      p[0] = 0;
-      const S* src = y + y_ext.linear(p) * width;
       for (index_t k = 0; k < taps; ++k) rows[k] = src + (a - r + k) * width;
       weighted_rows(x + (i + a) * width, rows, w, int(taps), (b - a) * width);
     }
-    for (index_t xo = 0; xo < a; ++xo) p[0] = xo, (*this)(i + xo, p);
-    for (index_t xo = b; xo < count; ++xo) p[0] = xo, (*this)(i + xo, p);
+    const auto rest = [&](index_t xo) {
+      if (!gather_first) {
+        p[0] = xo;
+        return (*this)(i + xo, p);
+      }
+      S* out = x + (i + xo) * width;
+      for (int c = 0; c < width; ++c) out[c] = S(0);
+      for (index_t e = gather_first[xo]; e < gather_first[xo + 1]; ++e) {
+        const S a = gather_weight[e];
+        const S* in = src + gather_output[e] * width;
+        for (int c = 0; c < width; ++c) out[c] += a * in[c];
+      }
+    };
+    for (index_t xo = 0; xo < a; ++xo) rest(xo);
+    for (index_t xo = b; xo < count; ++xo) rest(xo);
   }
 };
 
@@ -415,18 +461,40 @@ struct separable_filter {
         dst = tmp[s].data();
       }
       const index_t r = (static_cast<index_t>(w[a].size()) - 1) / 2;
-      if (transposed)
-        run_pass(be, out_ext, a,
-                 conv_axis_adjoint_kernel<Boundary, S, Dim>{src, dst, stage(a + 1), x_ext[a], a,
-                                                            width, step, weights[a].data(), r,
-                                                            is_symmetric(w[a])});
-      else
+      if (transposed) {
+        conv_axis_adjoint_kernel<Boundary, S, Dim> k{src, dst, stage(a + 1), x_ext[a], a,
+                                                     width, step, weights[a].data(), r,
+                                                     is_symmetric(w[a])};
+        gather_table table;
+        if constexpr (is_host_backend<Backend>) table.fill(k), table.attach(k);
+        run_pass(be, out_ext, a, k);
+      } else
         run_pass(be, out_ext, a,
                  conv_axis_kernel<Boundary, S, Dim>{src, dst, stage(a), a, width, step,
                                                     weights[a].data(), r});
       src = dst;
     }
   }
+
+  /// The gather of every index along an axis of the transpose (see
+  /// `conv_axis_adjoint_kernel::gather`), computed once per pass instead of per point.
+  struct gather_table {
+    std::vector<index_t> first, output;
+    std::vector<S> weight;
+    template <class K>
+    void fill(const K& k) {
+      first.assign(1, 0);
+      for (index_t xp = 0; xp < k.n; ++xp) {
+        k.gather(xp, [&](index_t o, S a) { output.push_back(o), weight.push_back(a); });
+        first.push_back(static_cast<index_t>(output.size()));
+      }
+    }
+    template <class K>
+    void attach(K& k) const {
+      k.gather_first = first.data(), k.gather_output = output.data();
+      k.gather_weight = weight.data();
+    }
+  };
 
   static constexpr int max_sweep_taps = 128;
 

@@ -238,12 +238,21 @@ struct conv_axis_kernel {
         weighted_rows(out, rows, weights, used, n * width);
       return;
     }
-    if (axis != 0 || step != 1 || taps > max_taps) {
+    if (axis != 0 || taps > max_taps) {
       for (index_t xo = 0; xo < n; ++xo) p[0] = xo, (*this)(i + xo, p);
       return;
     }
     p[0] = 0;
-    x_row(x + x_ext.linear(p) * width, out);
+    const S* src = x + x_ext.linear(p) * width;
+    if (step == 1) return x_row(src, out);
+    // A stride (downsampling): output xo is the unit-step output step · xo, so the whole
+    // row is filtered in vector code and every step-th point kept (step× the sums, but
+    // 8 lanes instead of 1).
+    thread_local std::vector<S> full;
+    full.resize(static_cast<std::size_t>(x_ext[0] * width));
+    x_row(src, full.data());
+    for (index_t xo = 0; xo < n; ++xo)
+      std::copy_n(full.data() + step * xo * width, width, out + xo * width);
   }
   /// The pass along x (unit step) of the row at `src` into `out`. Outputs [r, n − r) have
   /// all their taps on the row; the few near the ends read a copy of the row's ends with

@@ -232,19 +232,30 @@ jacobian_matrix<S, Dim> jacobian_scale(const vec<double, Dim>& s, displacement_u
   return c;
 }
 
-/// Writes the Jacobian (`Det` false) or its determinant (`Det` true) per point. Thrust runs
-/// one point per thread; the CPU backends call `row`.
-template <difference D, class S, int Dim, bool Det>
+/// What `jacobian_kernel` writes per point: the Jacobian M, det M, or (∂L/∂det) cof(M),
+/// the first pass of `jacobian_det_vjp`.
+enum class jacobian_output { matrix, det, det_adjoint };
+
+/// Writes `Out` per point. Thrust runs one point per thread; the CPU backends call `row`.
+template <difference D, class S, int Dim, jacobian_output Out>
 struct jacobian_kernel {
+  static constexpr bool Det = Out == jacobian_output::det;
   using out_type = std::conditional_t<Det, S, jacobian_matrix<S, Dim>>;
   const_vector_view<S, Dim> u;
   field_view<out_type, Dim> out;
   jacobian_matrix<S, Dim> c;
+  field_view<const S, Dim> grad_det{};  // det_adjoint only
   DIFFEO_HD void store(index_t i, const jacobian_matrix<S, Dim>& a) const {
-    if constexpr (Det)
+    if constexpr (Out == jacobian_output::det) {
       out[i] = determinant(a);
-    else
+    } else if constexpr (Out == jacobian_output::det_adjoint) {
+      jacobian_matrix<S, Dim> g = cofactor(a);
+      for (int r = 0; r < Dim; ++r)
+        for (int j = 0; j < Dim; ++j) g.m[r][j] *= grad_det[i];
+      out[i] = g;
+    } else {
       out[i] = a;
+    }
   }
   DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
     store(i, jacobian_at<D>(u, i, p, c));
@@ -350,21 +361,6 @@ struct jacobian_kernel {
   }
 };
 
-/// ∂L/∂M = (∂L/∂det) cof(M) per point: the first pass of `jacobian_det_vjp`.
-template <difference D, class S, int Dim>
-struct det_adjoint_kernel {
-  const_vector_view<S, Dim> u;
-  field_view<const S, Dim> grad_det;
-  field_view<jacobian_matrix<S, Dim>, Dim> grad_m;
-  jacobian_matrix<S, Dim> c;
-  DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
-    jacobian_matrix<S, Dim> g = cofactor(jacobian_at<D>(u, i, p, c));
-    for (int a = 0; a < Dim; ++a)
-      for (int b = 0; b < Dim; ++b) g.m[a][b] *= grad_det[i];
-    grad_m[i] = g;
-  }
-};
-
 /// Adjoint of M = I + c ∘ D_p u as a gather: ∂L/∂u(q)_k = Σ_j Σ_p c_kj ∂L/∂M_kj(p) ·
 /// ∂(D_p u)_kj(p)/∂u_k(q). Each derivative reaches at most one voxel away along its axis,
 /// so the points p that read q are q and its two neighbours along each axis.
@@ -391,6 +387,39 @@ struct jacobian_adjoint_kernel {
       stride *= n;
     }
     grad_u[q] = acc;
+  }
+  /// The CPU backends' form (see `row_kernel`). Away from the border (each coordinate
+  /// in [2, n − 3]) the weight of neighbour q + d·e_j is the same for every axis and point,
+  /// so those points run one loop without taps or branches; the same terms in the same
+  /// order as `operator()`. The rest take the general path.
+  void row(index_t i, index_vec<Dim> p, index_t count) const {
+    bool inside = count >= 5;
+    for (int a = 1; a < Dim; ++a) inside = inside && p[a] >= 2 && p[a] + 3 <= grad_u.ext[a];
+    const index_t first = inside ? 2 : count, last = inside ? count - 2 : count;
+    for (index_t x = 0; x < first; ++x) p[0] = x, (*this)(i + x, p);
+    if (inside) {
+      S s[3];  // the weight of the neighbour at offset d − 1, for an interior point
+      for (int d = 0; d < 3; ++d) {
+        index_t lo, hi;
+        S w;
+        diff_taps<D>(4 + d - 1, 9, lo, hi, w);
+        s[d] = (hi == 4 ? w : S(0)) - (lo == 4 ? w : S(0));
+      }
+      index_t stride[Dim];
+      stride[0] = 1;
+      for (int j = 1; j < Dim; ++j) stride[j] = stride[j - 1] * grad_u.ext[j - 1];
+      for (index_t q = i + first; q < i + last; ++q) {
+        vec<S, Dim> acc = vec<S, Dim>::zero();
+        for (int j = 0; j < Dim; ++j)
+          for (int d = 0; d < 3; ++d) {
+            if (s[d] == S(0)) continue;
+            const jacobian_matrix<S, Dim>& g = grad_m[q + (d - 1) * stride[j]];
+            for (int k = 0; k < Dim; ++k) acc[k] += s[d] * c.m[k][j] * g.m[k][j];
+          }
+        grad_u[q] = acc;
+      }
+    }
+    for (index_t x = last; x < count; ++x) p[0] = x, (*this)(i + x, p);
   }
 };
 
@@ -450,7 +479,7 @@ void jacobian(Backend be, field_view<U, Dim> u, field_view<jacobian_matrix<S, Di
   detail::require_output(out, "jacobian(out)");
   const auto c = detail::jacobian_scale<S, Dim>(u.spacing, units, false);
   detail::with_difference(d, [&](auto D) {
-    using kernel = detail::jacobian_kernel<D.value, S, Dim, false>;
+    using kernel = detail::jacobian_kernel<D.value, S, Dim, detail::jacobian_output::matrix>;
     for_each_point(be, u.ext, kernel{as_const(u), out, c});
   });
 }
@@ -472,7 +501,7 @@ void jacobian_det(Backend be, field_view<U, Dim> u, field_view<S, Dim> out, diff
   detail::require_output(out, "jacobian_det(out)");
   const auto c = detail::jacobian_scale<S, Dim>(u.spacing, units, true);
   detail::with_difference(d, [&](auto D) {
-    using kernel = detail::jacobian_kernel<D.value, S, Dim, true>;
+    using kernel = detail::jacobian_kernel<D.value, S, Dim, detail::jacobian_output::det>;
     for_each_point(be, u.ext, kernel{as_const(u), out, c});
   });
 }
@@ -515,9 +544,9 @@ void jacobian_det_vjp(Backend be, field_view<U, Dim> u, field_view<G, Dim> grad_
   const auto c = detail::jacobian_scale<S, Dim>(u.spacing, units, true);
   field<jacobian_matrix<S, Dim>, Dim, Backend> grad_m(grid<Dim>{u.ext});
   detail::with_difference(d, [&](auto D) {
-    using first = detail::det_adjoint_kernel<D.value, S, Dim>;
+    using first = detail::jacobian_kernel<D.value, S, Dim, detail::jacobian_output::det_adjoint>;
     using second = detail::jacobian_adjoint_kernel<D.value, S, Dim>;
-    for_each_point(be, u.ext, first{as_const(u), as_const(grad_det), grad_m.view(), c});
+    for_each_point(be, u.ext, first{as_const(u), grad_m.view(), c, as_const(grad_det)});
     for_each_point(be, u.ext, second{as_const(grad_m.view()), grad_u, c});
   });
 }

@@ -19,11 +19,13 @@
 /// With voxel u the determinant det J = det(I + D_p u) does not depend on the spacing (it
 /// is computed without it); with unit spacing both conventions give J = I + D_p u.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../core/backend.hpp"
 #include "../core/detail/avx2.hpp"
@@ -104,7 +106,8 @@ void jacobian_vjp(Backend be, field_view<U, Dim> u, field_view<G, Dim> grad_jaco
                   displacement_units units = displacement_units::voxel);
 
 /// VJP of `jacobian_det`: given ∂L/∂det per point, writes ∂L/∂u into `grad_u`
-/// (overwritten). Allocates one temporary matrix field.
+/// (overwritten). Thrust allocates one temporary matrix field; the CPU backends work in
+/// chunks of slabs with a per-thread buffer (kept between calls up to 16 MiB).
 template <class Backend, class U, class G, class S, int Dim>
   requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>> &&
            std::is_same_v<std::remove_const_t<G>, S>
@@ -245,6 +248,7 @@ struct jacobian_kernel {
   field_view<out_type, Dim> out;
   jacobian_matrix<S, Dim> c;
   field_view<const S, Dim> grad_det{};  // det_adjoint only
+  index_t out_first = 0;                 // det_adjoint: point i goes to out[i − out_first]
   DIFFEO_HD void store(index_t i, const jacobian_matrix<S, Dim>& a) const {
     if constexpr (Out == jacobian_output::det) {
       out[i] = determinant(a);
@@ -252,7 +256,7 @@ struct jacobian_kernel {
       jacobian_matrix<S, Dim> g = cofactor(a);
       for (int r = 0; r < Dim; ++r)
         for (int j = 0; j < Dim; ++j) g.m[r][j] *= grad_det[i];
-      out[i] = g;
+      out[i - out_first] = g;
     } else {
       out[i] = a;
     }
@@ -369,6 +373,7 @@ struct jacobian_adjoint_kernel {
   field_view<const jacobian_matrix<S, Dim>, Dim> grad_m;
   vector_view<S, Dim> grad_u;
   jacobian_matrix<S, Dim> c;
+  index_t m_first = 0;  // point q of ∂L/∂M is grad_m[q − m_first]
   DIFFEO_HD void operator()(index_t q, const index_vec<Dim>& p) const {
     vec<S, Dim> acc = vec<S, Dim>::zero();
     index_t stride = 1;
@@ -381,7 +386,7 @@ struct jacobian_adjoint_kernel {
         diff_taps<D>(y, n, lo, hi, w);
         const S s = (hi == x ? w : S(0)) - (lo == x ? w : S(0));
         if (s == S(0)) continue;
-        const jacobian_matrix<S, Dim>& g = grad_m[q + (y - x) * stride];
+        const jacobian_matrix<S, Dim>& g = grad_m[q - m_first + (y - x) * stride];
         for (int k = 0; k < Dim; ++k) acc[k] += s * c.m[k][j] * g.m[k][j];
       }
       stride *= n;
@@ -413,7 +418,7 @@ struct jacobian_adjoint_kernel {
         for (int j = 0; j < Dim; ++j)
           for (int d = 0; d < 3; ++d) {
             if (s[d] == S(0)) continue;
-            const jacobian_matrix<S, Dim>& g = grad_m[q + (d - 1) * stride[j]];
+            const jacobian_matrix<S, Dim>& g = grad_m[q - m_first + (d - 1) * stride[j]];
             for (int k = 0; k < Dim; ++k) acc[k] += s[d] * c.m[k][j] * g.m[k][j];
           }
         grad_u[q] = acc;
@@ -542,12 +547,37 @@ void jacobian_det_vjp(Backend be, field_view<U, Dim> u, field_view<G, Dim> grad_
   detail::require_output(grad_det, "jacobian_det_vjp(grad_det)");
   detail::require_output(grad_u, "jacobian_det_vjp(grad_u)");
   const auto c = detail::jacobian_scale<S, Dim>(u.spacing, units, true);
-  field<jacobian_matrix<S, Dim>, Dim, Backend> grad_m(grid<Dim>{u.ext});
+  using M = jacobian_matrix<S, Dim>;
   detail::with_difference(d, [&](auto D) {
     using first = detail::jacobian_kernel<D.value, S, Dim, detail::jacobian_output::det_adjoint>;
     using second = detail::jacobian_adjoint_kernel<D.value, S, Dim>;
-    for_each_point(be, u.ext, first{as_const(u), grad_m.view(), c, as_const(grad_det)});
-    for_each_point(be, u.ext, second{as_const(grad_m.view()), grad_u, c});
+    if constexpr (is_host_backend<Backend>) {
+      // In chunks of slabs (the last axis): a chunk's ∂L/∂M, one slab more on each side,
+      // goes to a per-thread buffer that its gather reads. No field-sized temporary: its
+      // zeroing and page faults took most of a 3D VJP.
+      const index_t slabs = u.ext[Dim - 1], per_slab = u.ext.count() / slabs;
+      const index_t rows_per_slab = u.ext.rows() / slabs;
+      const index_t fit = std::max<index_t>(1, (index_t(8) << 20) / index_t(sizeof(M)) / per_slab - 2);
+      const index_t chunks = std::min(
+          slabs, std::max<index_t>((slabs + fit - 1) / fit, 2 * index_t(thread_count(be))));
+      for_each_task(be, chunks, [&](index_t t) {
+        const index_t z0 = t * slabs / chunks, z1 = (t + 1) * slabs / chunks;
+        const index_t g0 = z0 > 0 ? z0 - 1 : 0, g1 = z1 < slabs ? z1 + 1 : slabs;
+        thread_local std::vector<M> buffer;  // kept for the next call up to 16 MiB
+        buffer.resize(static_cast<std::size_t>((g1 - g0) * per_slab));
+        const field_view<M, Dim> grad_m{buffer.data(), u.ext};
+        const first cof{as_const(u), grad_m, c, as_const(grad_det), g0 * per_slab};
+        for (index_t r = g0 * rows_per_slab; r < g1 * rows_per_slab; ++r) detail::run_row(u.ext, r, cof);
+        const second gather{as_const(grad_m), grad_u, c, g0 * per_slab};
+        for (index_t r = z0 * rows_per_slab; r < z1 * rows_per_slab; ++r)
+          detail::run_row(u.ext, r, gather);
+        if (buffer.size() * sizeof(M) > (std::size_t(16) << 20)) std::vector<M>().swap(buffer);
+      });
+    } else {
+      field<M, Dim, Backend> grad_m(grid<Dim>{u.ext});
+      for_each_point(be, u.ext, first{as_const(u), grad_m.view(), c, as_const(grad_det)});
+      for_each_point(be, u.ext, second{as_const(grad_m.view()), grad_u, c});
+    }
   });
 }
 

@@ -235,9 +235,10 @@ jacobian_matrix<S, Dim> jacobian_scale(const vec<double, Dim>& s, displacement_u
   return c;
 }
 
-/// What `jacobian_kernel` writes per point: the Jacobian M, det M, or (∂L/∂det) cof(M),
-/// the first pass of `jacobian_det_vjp`.
-enum class jacobian_output { matrix, det, det_adjoint };
+/// What `jacobian_kernel` writes per point: the Jacobian M, det M, ∂L/∂M = (∂L/∂det) cof(M)
+/// (the first pass of `jacobian_det_vjp`), or ∂L/∂M of the negative-Jacobian penalty
+/// Σ(|det M| − det M): −2 ∂L/∂penalty cof(M) where det M < 0, else 0.
+enum class jacobian_output { matrix, det, det_adjoint, negative_det_adjoint };
 
 /// Writes `Out` per point. Thrust runs one point per thread; the CPU backends call `row`.
 template <difference D, class S, int Dim, jacobian_output Out>
@@ -247,15 +248,22 @@ struct jacobian_kernel {
   const_vector_view<S, Dim> u;
   field_view<out_type, Dim> out;
   jacobian_matrix<S, Dim> c;
-  field_view<const S, Dim> grad_det{};  // det_adjoint only
-  index_t out_first = 0;                 // det_adjoint: point i goes to out[i − out_first]
+  field_view<const S, Dim> grad_det{};  // det_adjoint: ∂L/∂det per point
+  S grad_penalty = 0;                    // negative_det_adjoint: ∂L/∂penalty
+  index_t out_first = 0;                 // the adjoints: point i goes to out[i − out_first]
   DIFFEO_HD void store(index_t i, const jacobian_matrix<S, Dim>& a) const {
     if constexpr (Out == jacobian_output::det) {
       out[i] = determinant(a);
-    } else if constexpr (Out == jacobian_output::det_adjoint) {
+    } else if constexpr (Out == jacobian_output::det_adjoint ||
+                         Out == jacobian_output::negative_det_adjoint) {
+      S f;
+      if constexpr (Out == jacobian_output::det_adjoint)
+        f = grad_det[i];
+      else
+        f = determinant(a) < S(0) ? S(-2) * grad_penalty : S(0);
       jacobian_matrix<S, Dim> g = cofactor(a);
       for (int r = 0; r < Dim; ++r)
-        for (int j = 0; j < Dim; ++j) g.m[r][j] *= grad_det[i];
+        for (int j = 0; j < Dim; ++j) g.m[r][j] *= f;
       out[i - out_first] = g;
     } else {
       out[i] = a;
@@ -428,6 +436,45 @@ struct jacobian_adjoint_kernel {
   }
 };
 
+/// ∂L/∂u = the gather of ∂L/∂M, where `cof` (a `jacobian_kernel` writing one of the
+/// adjoints) gives ∂L/∂M per point. On the CPU backends in chunks of slabs (the last axis):
+/// a chunk's ∂L/∂M, one slab more on each side, goes to a per-thread buffer that its
+/// gather reads, so no field-sized temporary is zeroed and faulted in (that took most of a
+/// 3D VJP); elsewhere through one temporary matrix field.
+template <difference D, class S, int Dim, class Backend, class Cof>
+void gather_cofactors(Backend be, Cof cof, vector_view<S, Dim> grad_u,
+                      const jacobian_matrix<S, Dim>& c) {
+  using M = jacobian_matrix<S, Dim>;
+  using gather = jacobian_adjoint_kernel<D, S, Dim>;
+  const extents<Dim>& ext = grad_u.ext;
+  if constexpr (is_host_backend<Backend>) {
+    const index_t slabs = ext[Dim - 1], per_slab = ext.count() / slabs;
+    const index_t rows_per_slab = ext.rows() / slabs;
+    const index_t fit =
+        std::max<index_t>(1, (index_t(8) << 20) / index_t(sizeof(M)) / per_slab - 2);
+    const index_t chunks = std::min(
+        slabs, std::max<index_t>((slabs + fit - 1) / fit, 2 * index_t(thread_count(be))));
+    for_each_task(be, chunks, [&](index_t t) {
+      const index_t z0 = t * slabs / chunks, z1 = (t + 1) * slabs / chunks;
+      const index_t g0 = z0 > 0 ? z0 - 1 : 0, g1 = z1 < slabs ? z1 + 1 : slabs;
+      thread_local std::vector<M> buffer;  // kept for the next call up to 16 MiB
+      buffer.resize(static_cast<std::size_t>((g1 - g0) * per_slab));
+      const field_view<M, Dim> grad_m{buffer.data(), ext};
+      Cof k = cof;
+      k.out = grad_m, k.out_first = g0 * per_slab;
+      for (index_t r = g0 * rows_per_slab; r < g1 * rows_per_slab; ++r) run_row(ext, r, k);
+      const gather g{as_const(grad_m), grad_u, c, g0 * per_slab};
+      for (index_t r = z0 * rows_per_slab; r < z1 * rows_per_slab; ++r) run_row(ext, r, g);
+      if (buffer.size() * sizeof(M) > (std::size_t(16) << 20)) std::vector<M>().swap(buffer);
+    });
+  } else {
+    field<M, Dim, Backend> grad_m(grid<Dim>{ext});
+    cof.out = grad_m.view();
+    for_each_point(be, ext, cof);
+    for_each_point(be, ext, gather{as_const(grad_m.view()), grad_u, c});
+  }
+}
+
 /// The partial statistics of one point, and their combination (for transform_reduce).
 struct stats_partial {
   index_t points, folded, nonfinite;
@@ -547,37 +594,9 @@ void jacobian_det_vjp(Backend be, field_view<U, Dim> u, field_view<G, Dim> grad_
   detail::require_output(grad_det, "jacobian_det_vjp(grad_det)");
   detail::require_output(grad_u, "jacobian_det_vjp(grad_u)");
   const auto c = detail::jacobian_scale<S, Dim>(u.spacing, units, true);
-  using M = jacobian_matrix<S, Dim>;
   detail::with_difference(d, [&](auto D) {
-    using first = detail::jacobian_kernel<D.value, S, Dim, detail::jacobian_output::det_adjoint>;
-    using second = detail::jacobian_adjoint_kernel<D.value, S, Dim>;
-    if constexpr (is_host_backend<Backend>) {
-      // In chunks of slabs (the last axis): a chunk's ∂L/∂M, one slab more on each side,
-      // goes to a per-thread buffer that its gather reads. No field-sized temporary: its
-      // zeroing and page faults took most of a 3D VJP.
-      const index_t slabs = u.ext[Dim - 1], per_slab = u.ext.count() / slabs;
-      const index_t rows_per_slab = u.ext.rows() / slabs;
-      const index_t fit = std::max<index_t>(1, (index_t(8) << 20) / index_t(sizeof(M)) / per_slab - 2);
-      const index_t chunks = std::min(
-          slabs, std::max<index_t>((slabs + fit - 1) / fit, 2 * index_t(thread_count(be))));
-      for_each_task(be, chunks, [&](index_t t) {
-        const index_t z0 = t * slabs / chunks, z1 = (t + 1) * slabs / chunks;
-        const index_t g0 = z0 > 0 ? z0 - 1 : 0, g1 = z1 < slabs ? z1 + 1 : slabs;
-        thread_local std::vector<M> buffer;  // kept for the next call up to 16 MiB
-        buffer.resize(static_cast<std::size_t>((g1 - g0) * per_slab));
-        const field_view<M, Dim> grad_m{buffer.data(), u.ext};
-        const first cof{as_const(u), grad_m, c, as_const(grad_det), g0 * per_slab};
-        for (index_t r = g0 * rows_per_slab; r < g1 * rows_per_slab; ++r) detail::run_row(u.ext, r, cof);
-        const second gather{as_const(grad_m), grad_u, c, g0 * per_slab};
-        for (index_t r = z0 * rows_per_slab; r < z1 * rows_per_slab; ++r)
-          detail::run_row(u.ext, r, gather);
-        if (buffer.size() * sizeof(M) > (std::size_t(16) << 20)) std::vector<M>().swap(buffer);
-      });
-    } else {
-      field<M, Dim, Backend> grad_m(grid<Dim>{u.ext});
-      for_each_point(be, u.ext, first{as_const(u), grad_m.view(), c, as_const(grad_det)});
-      for_each_point(be, u.ext, second{as_const(grad_m.view()), grad_u, c});
-    }
+    using cof = detail::jacobian_kernel<D.value, S, Dim, detail::jacobian_output::det_adjoint>;
+    detail::gather_cofactors<D.value>(be, cof{as_const(u), {}, c, as_const(grad_det)}, grad_u, c);
   });
 }
 

@@ -155,23 +155,6 @@ struct negative_jacobian_map {
   }
 };
 
-/// ∂P/∂M = grad_out · (-2 if J < 0 else 0) · cof(M): the first pass of the JD gradient.
-template <difference D, class S, int Dim>
-struct negative_jacobian_adjoint_kernel {
-  const_vector_view<S, Dim> u;
-  field_view<jacobian_matrix<S, Dim>, Dim> grad_m;
-  S grad_out;
-  DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
-    const jacobian_matrix<S, Dim> a = jacobian_at<D>(u, i, p, unit_scale<S, Dim>());
-    const S j = determinant(a);
-    jacobian_matrix<S, Dim> g = cofactor(a);
-    const S f = j < S(0) ? S(-2) * grad_out : S(0);
-    for (int r = 0; r < Dim; ++r)
-      for (int c = 0; c < Dim; ++c) g.m[r][c] *= f;
-    grad_m[i] = g;
-  }
-};
-
 template <class S, int Dim>
 struct out_of_grid_map {
   const_vector_view<S, Dim> u;
@@ -327,13 +310,11 @@ template <class Backend, class U, class S, int Dim>
 void negative_jacobian_penalty_vjp(Backend be, field_view<U, Dim> u, vector_view<S, Dim> grad_u,
                                    double grad_out, difference d) {
   detail::require_penalty_args(u, grad_u, "negative_jacobian_penalty_vjp");
-  field<jacobian_matrix<S, Dim>, Dim, Backend> grad_m(grid<Dim>{u.ext});
   const auto c = detail::unit_scale<S, Dim>();
   detail::with_difference(d, [&](auto D) {
-    using first = detail::negative_jacobian_adjoint_kernel<D.value, S, Dim>;
-    using second = detail::jacobian_adjoint_kernel<D.value, S, Dim>;
-    for_each_point(be, u.ext, first{as_const(u), grad_m.view(), S(grad_out)});
-    for_each_point(be, u.ext, second{as_const(grad_m.view()), grad_u, c});
+    using cof =
+        detail::jacobian_kernel<D.value, S, Dim, detail::jacobian_output::negative_det_adjoint>;
+    detail::gather_cofactors<D.value>(be, cof{as_const(u), {}, c, {}, S(grad_out)}, grad_u, c);
   });
 }
 

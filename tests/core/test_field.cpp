@@ -1,4 +1,5 @@
 #include <diffeo/core.hpp>
+#include <diffeo/core/detail/thread_scratch.hpp>
 
 #include <doctest/doctest.h>
 
@@ -148,4 +149,29 @@ TEST_CASE("for_each_task runs every task once; thread_count follows the limits")
   }
   CHECK(thread_count(backend::tbb{}) == tbb::this_task_arena::max_concurrency());
 #endif
+}
+
+TEST_CASE("thread_scratch keeps small arrays per use and releases large ones") {
+  struct use_a;
+  struct use_b;
+  float* first;
+  {
+    const detail::thread_scratch<float, use_a> a(1000);
+    const detail::thread_scratch<float, use_b> b(1000);
+    CHECK(a.data() != b.data());  // two uses, two arrays
+    a.data()[999] = 7;
+    first = a.data();
+  }
+  {
+    const detail::thread_scratch<float, use_a> again(1000);
+    CHECK(again.data() == first);  // kept between calls
+    CHECK(again.data()[999] == 7);
+  }
+  {
+    const detail::thread_scratch<double, use_a> large(std::size_t(3) << 20);  // 24 MiB
+    CHECK(large.data() != nullptr);
+  }
+  // Released: an array taken empty again has no storage (a fresh vector's data() is null).
+  const detail::thread_scratch<double, use_a> small(0);
+  CHECK(small.data() == nullptr);
 }

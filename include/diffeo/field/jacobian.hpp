@@ -29,6 +29,7 @@
 
 #include "../core/backend.hpp"
 #include "../core/detail/avx2.hpp"
+#include "../core/detail/thread_scratch.hpp"
 #include "../core/field.hpp"
 
 namespace diffeo {
@@ -457,15 +458,14 @@ void gather_cofactors(Backend be, Cof cof, vector_view<S, Dim> grad_u,
     for_each_task(be, chunks, [&](index_t t) {
       const index_t z0 = t * slabs / chunks, z1 = (t + 1) * slabs / chunks;
       const index_t g0 = z0 > 0 ? z0 - 1 : 0, g1 = z1 < slabs ? z1 + 1 : slabs;
-      thread_local std::vector<M> buffer;  // kept for the next call up to 16 MiB
-      buffer.resize(static_cast<std::size_t>((g1 - g0) * per_slab));
+      const thread_scratch<M, struct cofactor_slabs> buffer(
+          static_cast<std::size_t>((g1 - g0) * per_slab));
       const field_view<M, Dim> grad_m{buffer.data(), ext};
       Cof k = cof;
       k.out = grad_m, k.out_first = g0 * per_slab;
       for (index_t r = g0 * rows_per_slab; r < g1 * rows_per_slab; ++r) run_row(ext, r, k);
       const gather g{as_const(grad_m), grad_u, c, g0 * per_slab};
       for (index_t r = z0 * rows_per_slab; r < z1 * rows_per_slab; ++r) run_row(ext, r, g);
-      if (buffer.size() * sizeof(M) > (std::size_t(16) << 20)) std::vector<M>().swap(buffer);
     });
   } else {
     field<M, Dim, Backend> grad_m(grid<Dim>{ext});

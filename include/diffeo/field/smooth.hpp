@@ -26,6 +26,7 @@
 
 #include "../core/backend.hpp"
 #include "../core/detail/avx2.hpp"
+#include "../core/detail/thread_scratch.hpp"
 #include "../core/field.hpp"
 #include "../sample/boundary.hpp"
 
@@ -248,8 +249,7 @@ struct conv_axis_kernel {
     // A stride (downsampling): output xo is the unit-step output step · xo, so the whole
     // row is filtered in vector code and every step-th point kept (step× the sums, but
     // 8 lanes instead of 1).
-    thread_local std::vector<S> full;
-    full.resize(static_cast<std::size_t>(x_ext[0] * width));
+    const thread_scratch<S, struct strided_row> full(static_cast<std::size_t>(x_ext[0] * width));
     x_row(src, full.data());
     for (index_t xo = 0; xo < n; ++xo)
       std::copy_n(full.data() + step * xo * width, width, out + xo * width);
@@ -277,8 +277,7 @@ struct conv_axis_kernel {
     for (index_t k = 0; k < taps; ++k) rows[k] = src + k * width;  // output r + t reads t .. t + 2r
     weighted_rows(out + r * width, rows, w, int(taps), (nx - 2 * r) * width);
     // Each end: inputs [-r, 2r) (or [n - 2r, n + r)) through the boundary; zeros reads 0.
-    thread_local std::vector<S> edge_store;
-    edge_store.resize(std::size_t(3 * r * width));
+    const thread_scratch<S, struct row_ends> edge_store(std::size_t(3 * r * width));
     S* const edge = edge_store.data();
     for (const bool left : {true, false}) {
       const index_t first = left ? -r : nx - 2 * r;
@@ -566,10 +565,9 @@ struct separable_filter {
     };
     for_each_task(be, bands, [&](index_t b) {
       const index_t y0 = b * ny / bands, y1 = (b + 1) * ny / bands, ry = 2 * r[1] + 1;
-      // Kept for the next call on this thread, up to 16 MiB (fresh memory costs page faults).
-      thread_local std::vector<S> store;
       const index_t slab = padded((y1 - y0) * len);  // a slab's rows are contiguous
-      store.resize(static_cast<std::size_t>(ry * pitch + ring_slabs * slab));
+      const thread_scratch<S, struct sweep_rings> store(
+          static_cast<std::size_t>(ry * pitch + ring_slabs * slab));
       S* const x_ring = store.data();
       index_t x_tag[max_taps];
       const S* rows[max_taps];
@@ -609,7 +607,6 @@ struct separable_filter {
           sum_rows(to + (z * ny + y0) * len, slabs, t, (y1 - y0) * len);  // the band at once
         }
       }
-      if (store.size() * sizeof(S) > (std::size_t(16) << 20)) std::vector<S>().swap(store);
     });
   }
 

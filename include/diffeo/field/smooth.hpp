@@ -156,8 +156,14 @@ DIFFEO_TARGET_AVX2 void weighted_rows_avx2(S* out, const S* const* src, const S*
 }
 #endif
 
+/// Rows of more taps (σ > 15 voxels) take the point paths.
+inline constexpr int max_row_taps = 128;
+
+/// out[t] = Σ_k w[k] · src[k][t]; zeros when there is no tap (all off the grid under
+/// `zeros`).
 template <class S>
 void weighted_rows(S* out, const S* const* src, const S* w, int taps, index_t len) {
+  if (taps == 0) return std::fill(out, out + len, S(0));
 #if defined(DIFFEO_HAVE_AVX2)
   if (cpu_has_avx2()) return weighted_rows_avx2(out, src, w, taps, len);
 #endif
@@ -174,6 +180,23 @@ DIFFEO_HD void axis_line(const extents<Dim>& ext, index_vec<Dim> p, int axis, in
   stride = 1;
   for (int a = 0; a < axis; ++a) stride *= ext[a];
 }
+
+/// The taps on the grid of a filter window along one axis: the indices that taps
+/// first .. first + count − 1 read under `Boundary` (zeros drops those off the grid) and
+/// their weights w[k].
+template <class Boundary, class S>
+struct window_taps {
+  index_t src[max_row_taps];
+  S weight[max_row_taps];
+  int count = 0;
+  window_taps(index_t first, index_t n, const S* w, index_t taps) {
+    for (index_t k = 0; k < taps; ++k) {
+      bool valid;
+      const index_t m = boundary_map<Boundary>::apply(first + k, n, valid);
+      if (valid) src[count] = m, weight[count++] = w[k];
+    }
+  }
+};
 
 /// One 1D pass along `axis`: y(p) = Σ_k w_k x(p with coordinate step·p_axis - r + k),
 /// taps mapped by `Boundary`. `x` and `y` differ in extent along `axis` only; each holds
@@ -217,29 +240,20 @@ struct conv_axis_kernel {
   /// (coordinates `p`, `p[0] == 0`) of `n` points, as weighted sums of shifted input rows,
   /// so the inner loops run over contiguous memory.
   void row(index_t i, index_vec<Dim> p, index_t n) const {
-    constexpr int max_taps = 128;  // longer kernels (σ > 15 voxels) take the point path
     S* out = y + i * width;
     const index_t taps = 2 * radius + 1;
-    const S* rows[max_taps];
-    S weights[max_taps];  // of the taps on the grid (zeros drops the others)
-    if (axis != 0 && taps <= max_taps) {
-      const index_t first = step * p[axis] - radius;
-      int used = 0;
-      for (index_t k = 0; k < taps; ++k) {
-        bool valid;
+    if (axis != 0 && taps <= max_row_taps) {
+      const window_taps<Boundary, S> t(step * p[axis] - radius, x_ext[axis], w, taps);
+      const S* rows[max_row_taps];
+      for (int k = 0; k < t.count; ++k) {
         index_vec<Dim> q = p;
-        q[axis] = boundary_map<Boundary>::apply(first + k, x_ext[axis], valid);
-        if (!valid) continue;
-        rows[used] = x + x_ext.linear(q) * width;
-        weights[used++] = w[k];
+        q[axis] = t.src[k];
+        rows[k] = x + x_ext.linear(q) * width;
       }
-      if (used == 0)
-        for (index_t t = 0; t < n * width; ++t) out[t] = S(0);
-      else
-        weighted_rows(out, rows, weights, used, n * width);
+      weighted_rows(out, rows, t.weight, t.count, n * width);
       return;
     }
-    if (axis != 0 || taps > max_taps) {
+    if (axis != 0 || taps > max_row_taps) {
       for (index_t xo = 0; xo < n; ++xo) p[0] = xo, (*this)(i + xo, p);
       return;
     }
@@ -258,9 +272,8 @@ struct conv_axis_kernel {
   /// all their taps on the row; the few near the ends read a copy of the row's ends with
   /// the boundary applied.
   void x_row(const S* src, S* out) const {
-    constexpr int max_taps = 128;
     const index_t nx = x_ext[0], taps = 2 * radius + 1, r = radius;
-    if (nx < 2 * taps || taps > max_taps) {  // short rows: point by point
+    if (nx < 2 * taps || taps > max_row_taps) {  // short rows: point by point
       for (index_t xo = 0; xo < nx; ++xo)
         for (int c = 0; c < width; ++c) {
           S acc = 0;
@@ -273,7 +286,7 @@ struct conv_axis_kernel {
         }
       return;
     }
-    const S* rows[max_taps];
+    const S* rows[max_row_taps];
     for (index_t k = 0; k < taps; ++k) rows[k] = src + k * width;  // output r + t reads t .. t + 2r
     weighted_rows(out + r * width, rows, w, int(taps), (nx - 2 * r) * width);
     // Each end: inputs [-r, 2r) (or [n - 2r, n + r)) through the boundary; zeros reads 0.
@@ -357,10 +370,9 @@ struct conv_axis_adjoint_kernel {
   /// weighted row sums. The others read their outputs and weights from the gather table:
   /// as weighted row sums too along y and z, point by point along x.
   void row(index_t i, index_vec<Dim> p, index_t count) const {
-    constexpr int max_taps = 128;
     const index_t taps = 2 * radius + 1, r = radius;
-    const bool fast = step == 1 && symmetric && taps <= max_taps;
-    const S* rows[max_taps];
+    const bool fast = step == 1 && symmetric && taps <= max_row_taps;
+    const S* rows[max_row_taps];
     if (axis != 0) {
       const index_t xp = p[axis];
       if (fast && xp >= 2 * r && xp + 2 * r < n) {
@@ -374,16 +386,13 @@ struct conv_axis_adjoint_kernel {
       }
       const index_t e0 = gather_first ? gather_first[xp] : 0;
       const index_t entries = gather_first ? gather_first[xp + 1] - e0 : 0;
-      if (gather_first && entries <= max_taps) {
+      if (gather_first && entries <= max_row_taps) {
         for (index_t e = 0; e < entries; ++e) {
           index_vec<Dim> q = p;
           q[axis] = gather_output[e0 + e];
           rows[e] = y + y_ext.linear(q) * width;
         }
-        if (entries == 0)
-          std::fill(x + i * width, x + (i + count) * width, S(0));
-        else
-          weighted_rows(x + i * width, rows, gather_weight + e0, int(entries), count * width);
+        weighted_rows(x + i * width, rows, gather_weight + e0, int(entries), count * width);
         return;
       }
       for (index_t xo = 0; xo < count; ++xo) p[0] = xo, (*this)(i + xo, p);
@@ -442,7 +451,7 @@ struct separable_filter {
   void apply(Backend be, const S* from, S* to, bool transposed) const {
     if constexpr (is_host_backend<Backend> && (Dim == 2 || Dim == 3)) {
       bool sweep = !transposed && step == 1 && from != to && x_ext.count() == y_ext.count();
-      for (int a = 0; a < Dim; ++a) sweep = sweep && w[a].size() <= std::size_t(max_sweep_taps);
+      for (int a = 0; a < Dim; ++a) sweep = sweep && w[a].size() <= std::size_t(max_row_taps);
       if (sweep) return apply_in_one_sweep<Boundary>(be, from, to);
     }
     field<S, 2, Backend> weights[Dim];
@@ -504,8 +513,6 @@ struct separable_filter {
     }
   };
 
-  static constexpr int max_sweep_taps = 128;
-
   /// y = F x with every pass in one sweep over memory (CPU backends, unit step, `from` not
   /// `to`): each task takes a band of rows (the y range [y0, y1)), filters the input rows it
   /// needs along x into a ring of rows, those along y into the output (2D) or into a ring
@@ -514,7 +521,6 @@ struct separable_filter {
   /// field is allocated. Each output is the same sum of the same terms as in the passes.
   template <class Boundary, class Backend>
   void apply_in_one_sweep(Backend be, const S* from, S* to) const {
-    constexpr int max_taps = max_sweep_taps;
     const index_t nx = x_ext[0], ny = x_ext[1], nz = Dim == 3 ? x_ext[Dim - 1] : 1;
     const index_t len = nx * width;  // scalars per row
     // Rows (and slabs) of the rings one cache line more apart than whole lines: rows 4 KiB
@@ -540,28 +546,11 @@ struct separable_filter {
     const index_t per_thread = std::clamp<index_t>(ny / (threads * 2 * (2 * r[1] + 1)), 1,
                                                    threads > 1 ? 2 : 1);
     const index_t bands = std::min(ny, per_thread * threads);
-    // The taps along one axis of output `o`: source indices and weights (zeros drops
-    // those off the grid). Boundary maps are 1-Lipschitz, so the sources of one output
-    // span at most 2r + 1 indices: a ring of 2r + 1 keyed by index mod 2r + 1 holds them.
-    struct taps_of {
-      index_t src[max_taps];
-      S weight[max_taps];
-      int count = 0;
-    };
+    // The taps along axis a of output `o`. Boundary maps are 1-Lipschitz, so the sources
+    // of one output span at most 2r + 1 indices: a ring of 2r + 1 keyed by index mod
+    // 2r + 1 holds them.
     const auto taps = [&](int a, index_t o, index_t n) {
-      taps_of t;
-      for (index_t k = 0; k <= 2 * r[a]; ++k) {
-        bool valid;
-        const index_t m = boundary_map<Boundary>::apply(o - r[a] + k, n, valid);
-        if (valid) t.src[t.count] = m, t.weight[t.count++] = h[a][k];
-      }
-      return t;
-    };
-    const auto sum_rows = [&](S* out, const S* const* rows, const taps_of& t, index_t n) {
-      if (t.count == 0)
-        std::fill(out, out + n, S(0));
-      else
-        weighted_rows(out, rows, t.weight, t.count, n);
+      return window_taps<Boundary, S>(o - r[a], n, h[a].data(), 2 * r[a] + 1);
     };
     for_each_task(be, bands, [&](index_t b) {
       const index_t y0 = b * ny / bands, y1 = (b + 1) * ny / bands, ry = 2 * r[1] + 1;
@@ -569,11 +558,11 @@ struct separable_filter {
       const thread_scratch<S, struct sweep_rings> store(
           static_cast<std::size_t>(ry * pitch + ring_slabs * slab));
       S* const x_ring = store.data();
-      index_t x_tag[max_taps];
-      const S* rows[max_taps];
+      index_t x_tag[max_row_taps];
+      const S* rows[max_row_taps];
       // Output row y of slab z (0 in 2D), filtered along x and y, into `out`.
       const auto filter_xy = [&](index_t z, index_t y, S* out) {
-        const taps_of t = taps(1, y, ny);
+        const auto t = taps(1, y, ny);
         for (int k = 0; k < t.count; ++k) {
           const index_t m = t.src[k], slot = m % ry;
           if (x_tag[slot] != m) {
@@ -582,18 +571,18 @@ struct separable_filter {
           }
           rows[k] = x_ring + slot * pitch;
         }
-        sum_rows(out, rows, t, len);
+        weighted_rows(out, rows, t.weight, t.count, len);
       };
       std::fill(x_tag, x_tag + ry, index_t(-1));
       if constexpr (Dim == 2) {
         for (index_t y = y0; y < y1; ++y) filter_xy(0, y, to + y * len);
       } else {
         S* const z_ring = x_ring + ry * pitch;
-        index_t z_tag[max_taps];
+        index_t z_tag[max_row_taps];
         std::fill(z_tag, z_tag + ring_slabs, index_t(-1));
-        const S* slabs[max_taps];
+        const S* slabs[max_row_taps];
         for (index_t z = 0; z < nz; ++z) {
-          const taps_of t = taps(2, z, nz);
+          const auto t = taps(2, z, nz);
           for (int k = 0; k < t.count; ++k) {
             const index_t m = t.src[k], slot = m % ring_slabs;
             if (z_tag[slot] != m) {
@@ -604,7 +593,8 @@ struct separable_filter {
             }
             slabs[k] = z_ring + slot * slab;
           }
-          sum_rows(to + (z * ny + y0) * len, slabs, t, (y1 - y0) * len);  // the band at once
+          weighted_rows(to + (z * ny + y0) * len, slabs, t.weight, t.count,
+                        (y1 - y0) * len);  // the band at once
         }
       }
     });

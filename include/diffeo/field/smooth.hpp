@@ -156,6 +156,19 @@ DIFFEO_TARGET_AVX2 void weighted_rows_avx2(S* out, const S* const* src, const S*
 }
 #endif
 
+/// Asks for the `len` scalars at `p` in cache: the next input row of a sweep, which comes
+/// from memory while the rows before it are summed from cache (the hardware prefetchers
+/// follow it late: one input row among 2r + 1 read in lockstep).
+template <class S>
+void prefetch_row(const S* p, index_t len) {
+#if defined(__GNUC__)
+  const char* c = reinterpret_cast<const char*>(p);
+  for (index_t o = 0; o < len * index_t(sizeof(S)); o += 64) __builtin_prefetch(c + o);
+#else
+  (void)p, (void)len;
+#endif
+}
+
 /// Rows of more taps (σ > 15 voxels) take the point paths.
 inline constexpr int max_row_taps = 128;
 
@@ -439,6 +452,14 @@ struct separable_filter {
     return true;
   }
 
+  /// The axis of pass `s` of the forward filter: y before x at unit step (as the sweep
+  /// does, `apply_in_one_sweep`), in axis order with a stride, whose stages shrink one axis
+  /// at a time (`stage`). The transpose runs them in reverse.
+  int pass_axis(int s) const {
+    if (step == 1 && s < 2) return 1 - s;
+    return s;
+  }
+
   /// Extents after the passes along axes [0, a).
   extents<Dim> stage(int a) const {
     extents<Dim> e = x_ext;
@@ -470,7 +491,7 @@ struct separable_filter {
     field<S, Dim, Backend> tmp[Dim - 1];
     const S* src = from;
     for (int s = 0; s < Dim; ++s) {
-      const int a = transposed ? Dim - 1 - s : s;
+      const int a = pass_axis(transposed ? Dim - 1 - s : s);
       const extents<Dim> out_ext = transposed ? stage(a) : stage(a + 1);
       S* dst = to;
       if (s + 1 < Dim && !(through_to && s == 0)) {
@@ -514,21 +535,22 @@ struct separable_filter {
   };
 
   /// y = F x with every pass in one sweep over memory (CPU backends, unit step, `from` not
-  /// `to`): each task takes a band of rows (the y range [y0, y1)), filters the input rows it
-  /// needs along x into a ring of rows, those along y into the output (2D) or into a ring
-  /// of slabs of the band, which the pass along z reads (3D). The rings stay in cache, so
-  /// the field is read once and written once instead of once per pass, and no scratch
-  /// field is allocated. Each output is the same sum of the same terms as in the passes.
+  /// `to`): each task takes a band of rows (the y range [y0, y1)); each of its rows is the
+  /// input rows around it summed along y, then filtered along x, into the output (2D) or
+  /// into a ring of slabs of the band, which the pass along z reads (3D). The ring stays in
+  /// cache, so the field is read once and written once instead of once per pass, and no
+  /// scratch field is allocated. Each output is the same sum of the same terms as in the
+  /// passes (which run in the same order, y first). y before x: a band's margin rows are
+  /// then only read, not filtered along x again by each band that reads them.
   template <class Boundary, class Backend>
   void apply_in_one_sweep(Backend be, const S* from, S* to) const {
     const index_t nx = x_ext[0], ny = x_ext[1], nz = Dim == 3 ? x_ext[Dim - 1] : 1;
     const index_t len = nx * width;  // scalars per row
-    // Rows (and slabs) of the rings one cache line more apart than whole lines: rows 4 KiB
-    // apart would fall into the same L1 sets, and the 2r + 1 read at once would evict
-    // each other.
+    // Slabs of the ring (and the summed row) one cache line more apart than whole lines:
+    // slabs 4 KiB apart would fall into the same L1 sets, and the 2r + 1 read at once
+    // would evict each other.
     constexpr index_t line = 64 / sizeof(S);
     const auto padded = [](index_t n) { return (n + line - 1) / line * line + line; };
-    const index_t pitch = padded(len);
     std::vector<S> h[Dim];
     index_t r[Dim];
     for (int a = 0; a < Dim; ++a) {
@@ -538,9 +560,8 @@ struct separable_filter {
     const conv_axis_kernel<Boundary, S, Dim> along_x{from, nullptr, x_ext, 0, width, 1,
                                                      h[0].data(), r[0]};
     // Bands: one per thread, two when there are several (threads may run at different
-    // speeds), each at least two kernel widths high where the rows allow (a band filters
-    // the x rows of its 2r_y margin rows again). Rings beyond L2 measured no slower than
-    // more, thinner bands with more margins (3D 128³: 8 bands of 16 rows took 1.2×).
+    // speeds), each at least two kernel widths high where the rows allow. Rings beyond L2
+    // measured no slower than more, thinner bands.
     const index_t ring_slabs = Dim == 3 ? 2 * r[Dim - 1] + 1 : 0;
     const index_t threads = thread_count(be);
     const index_t per_thread = std::clamp<index_t>(ny / (threads * 2 * (2 * r[1] + 1)), 1,
@@ -553,31 +574,24 @@ struct separable_filter {
       return window_taps<Boundary, S>(o - r[a], n, h[a].data(), 2 * r[a] + 1);
     };
     for_each_task(be, bands, [&](index_t b) {
-      const index_t y0 = b * ny / bands, y1 = (b + 1) * ny / bands, ry = 2 * r[1] + 1;
+      const index_t y0 = b * ny / bands, y1 = (b + 1) * ny / bands;
       const index_t slab = padded((y1 - y0) * len);  // a slab's rows are contiguous
       const thread_scratch<S, struct sweep_rings> store(
-          static_cast<std::size_t>(ry * pitch + ring_slabs * slab));
-      S* const x_ring = store.data();
-      index_t x_tag[max_row_taps];
+          static_cast<std::size_t>(padded(len) + ring_slabs * slab));
+      S* const summed = store.data();  // one row summed along y
       const S* rows[max_row_taps];
-      // Output row y of slab z (0 in 2D), filtered along x and y, into `out`.
-      const auto filter_xy = [&](index_t z, index_t y, S* out) {
+      // Output row y of slab z (0 in 2D), filtered along y and x, into `out`.
+      const auto filter_yx = [&](index_t z, index_t y, S* out) {
         const auto t = taps(1, y, ny);
-        for (int k = 0; k < t.count; ++k) {
-          const index_t m = t.src[k], slot = m % ry;
-          if (x_tag[slot] != m) {
-            along_x.x_row(from + (z * ny + m) * len, x_ring + slot * pitch);
-            x_tag[slot] = m;
-          }
-          rows[k] = x_ring + slot * pitch;
-        }
-        weighted_rows(out, rows, t.weight, t.count, len);
+        for (int k = 0; k < t.count; ++k) rows[k] = from + (z * ny + t.src[k]) * len;
+        if (y + r[1] + 1 < ny) prefetch_row(from + (z * ny + y + r[1] + 1) * len, len);
+        weighted_rows(summed, rows, t.weight, t.count, len);
+        along_x.x_row(summed, out);
       };
-      std::fill(x_tag, x_tag + ry, index_t(-1));
       if constexpr (Dim == 2) {
-        for (index_t y = y0; y < y1; ++y) filter_xy(0, y, to + y * len);
+        for (index_t y = y0; y < y1; ++y) filter_yx(0, y, to + y * len);
       } else {
-        S* const z_ring = x_ring + ry * pitch;
+        S* const z_ring = summed + padded(len);
         index_t z_tag[max_row_taps];
         std::fill(z_tag, z_tag + ring_slabs, index_t(-1));
         const S* slabs[max_row_taps];
@@ -586,9 +600,8 @@ struct separable_filter {
           for (int k = 0; k < t.count; ++k) {
             const index_t m = t.src[k], slot = m % ring_slabs;
             if (z_tag[slot] != m) {
-              std::fill(x_tag, x_tag + ry, index_t(-1));
               for (index_t y = y0; y < y1; ++y)
-                filter_xy(m, y, z_ring + slot * slab + (y - y0) * len);
+                filter_yx(m, y, z_ring + slot * slab + (y - y0) * len);
               z_tag[slot] = m;
             }
             slabs[k] = z_ring + slot * slab;

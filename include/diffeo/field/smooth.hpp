@@ -559,14 +559,11 @@ struct separable_filter {
     }
     const conv_axis_kernel<Boundary, S, Dim> along_x{from, nullptr, x_ext, 0, width, 1,
                                                      h[0].data(), r[0]};
-    // Bands: one per thread, two when there are several (threads may run at different
-    // speeds), each at least two kernel widths high where the rows allow. Rings beyond L2
-    // measured no slower than more, thinner bands.
+    // Bands: one per thread. Each reads its 2r_y margin rows from memory again, so more
+    // bands cost more (3D 128³, two threads: two per thread took 3–5 % longer); rings
+    // beyond L2 measured no slower than thinner bands.
     const index_t ring_slabs = Dim == 3 ? 2 * r[Dim - 1] + 1 : 0;
-    const index_t threads = thread_count(be);
-    const index_t per_thread = std::clamp<index_t>(ny / (threads * 2 * (2 * r[1] + 1)), 1,
-                                                   threads > 1 ? 2 : 1);
-    const index_t bands = std::min(ny, per_thread * threads);
+    const index_t bands = std::min<index_t>(ny, thread_count(be));
     // The taps along axis a of output `o`. Boundary maps are 1-Lipschitz, so the sources
     // of one output span at most 2r + 1 indices: a ring of 2r + 1 keyed by index mod
     // 2r + 1 holds them.

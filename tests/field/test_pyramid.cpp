@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
+#include <vector>
 
 #include "support/backends.hpp"
 
@@ -123,6 +125,64 @@ TEST_CASE("downsample is smoothing followed by keeping the even voxels") {
     const auto q = d.ext().unravel(i);
     for (int c = 0; c < 3; ++c) CHECK(d(q, c) == doctest::Approx(s({{2 * q[0], 2 * q[1]}}, c)));
   }
+}
+
+/// Linear interpolation of `c` (extents `ce`, `n` scalars per point) at p / 2 along every
+/// axis, the last coarse voxel repeated past the end: the definition, per axis, in double.
+template <int Dim>
+std::vector<double> upsample_reference(const std::vector<double>& c, const extents<Dim>& ce,
+                                       const extents<Dim>& fe, int n, double scale) {
+  std::vector<double> out(static_cast<std::size_t>(fe.count() * n), 0.0);
+  for (index_t i = 0; i < fe.count(); ++i) {
+    const auto p = fe.unravel(i);
+    for (int corner = 0; corner < (1 << Dim); ++corner) {
+      index_vec<Dim> q;
+      double w = scale;
+      for (int a = 0; a < Dim; ++a) {
+        const double s = 0.5 * double(p[a]), lo = std::floor(s), f = s - lo;
+        const bool upper = (corner >> a) & 1;
+        q[a] = std::min<index_t>(index_t(lo) + (upper ? 1 : 0), ce[a] - 1);
+        w *= upper ? f : 1 - f;
+      }
+      for (int k = 0; k < n; ++k) out[i * n + k] += w * c[ce.linear(q) * n + k];
+    }
+  }
+  return out;
+}
+
+template <class B, class T, int Dim>
+void check_upsample(const extents<Dim>& e) {
+  using S = scalar_of<T>;
+  constexpr int channels = detail::components<T>::count > 1 ? 1 : 2;  // images: two
+  constexpr int per_point = detail::components<T>::count * channels;
+  const auto ce = downsampled_extents(e);
+  field<T, Dim, host> ch(ce, channels);
+  std::vector<double> cd(static_cast<std::size_t>(ce.count() * per_point));
+  auto* cs = reinterpret_cast<S*>(ch.data());
+  for (std::size_t k = 0; k < cd.size(); ++k)
+    cs[k] = S(std::sin(0.37 * double(k)) + 0.1), cd[k] = double(cs[k]);
+  const auto fine = to_host(upsample(to_backend<B>(ch), e));
+  const auto ref = upsample_reference(cd, ce, e, per_point, detail::vector_ratio<T, Dim>);
+  const auto* fs = reinterpret_cast<const S*>(fine.data());
+  // |ref| ≤ 2.2: a few roundings of sums of at most eight terms.
+  const double tol = 40 * std::numeric_limits<S>::epsilon();
+  int far = 0;
+  for (std::size_t k = 0; k < ref.size(); ++k) far += !(std::abs(double(fs[k]) - ref[k]) <= tol);
+  CHECK(far == 0);
+}
+
+TEST_CASE_TEMPLATE("upsample interpolates linearly at p / 2", B, DIFFEO_TEST_BACKENDS) {
+  for (bool odd : {true, false}) {
+    check_upsample<B, float, 2>(odd_even<2>(odd));
+    check_upsample<B, vec2d, 2>(odd_even<2>(odd));
+    check_upsample<B, vec3f, 3>(odd_even<3>(odd));
+    check_upsample<B, double, 3>(odd_even<3>(odd));
+  }
+  // Rows of one, two and three voxels.
+  for (const auto& e : {make_extents(1, 5), make_extents(2, 3), make_extents(3, 2)})
+    check_upsample<B, vec2f, 2>(e);
+  for (const auto& e : {make_extents(2, 1, 3), make_extents(1, 2, 2), make_extents(3, 4, 1)})
+    check_upsample<B, float, 3>(e);
 }
 
 /// <D x, y> = <x, D^T y> and <U y, x> = <y, U^T x> for images and vector fields.

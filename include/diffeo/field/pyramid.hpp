@@ -17,6 +17,7 @@
 /// are displacements in voxel units, so `downsample` halves their vectors and `upsample`
 /// doubles them; images keep their values.
 
+#include <algorithm>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -152,6 +153,54 @@ struct upsample_kernel {
     }
     for (int c = 0; c < width; ++c) out[c] *= scale;
   }
+  /// The CPU backends' form (see `row_kernel`): the coarse rows that fine row `p` reads
+  /// along y (and z), summed with their weights into one coarse row (`scale` folded in: a
+  /// power of two, so exact), then interpolated along x: even x copies, odd x averages two
+  /// neighbours. The same terms as `operator()`, summed in another order.
+  void row(index_t i, index_vec<Dim> p, index_t n) const {
+    constexpr int corners = 1 << (Dim - 1);
+    const S* rows[corners];
+    S weights[corners];
+    int count = 0;
+    for (int corner = 0; corner < corners; ++corner) {
+      index_vec<Dim> q{};
+      double wt = double(scale);
+      for (int a = 1; a < Dim; ++a) {
+        index_t lo, hi;
+        double wlo, whi;
+        upsample_taps(p[a], c_ext[a], lo, hi, wlo, whi);
+        const bool upper = (corner >> (a - 1)) & 1;
+        q[a] = upper ? hi : lo;
+        wt *= upper ? whi : wlo;
+      }
+      if (wt == 0) continue;
+      rows[count] = coarse + c_ext.linear(q) * width;
+      weights[count++] = S(wt);
+    }
+    const index_t m = c_ext[0];
+    const thread_scratch<S, struct upsample_row> store(static_cast<std::size_t>(m * width));
+    S* const t = store.data();
+    weighted_rows(t, rows, weights, count, m * width);
+    S* const out = fine + i * width;
+    // Pairs of outputs 2j, 2j + 1 while both neighbours are on the row; the width as a
+    // constant where it is common, so the compiler unrolls the components.
+    const index_t pairs = std::min(n / 2, m - 1);
+    const auto interpolate = [&](auto w) {
+      const int k = w.value > 0 ? w.value : width;
+      for (index_t j = 0; j < pairs; ++j)
+        for (int c = 0; c < k; ++c) {
+          const S a = t[j * k + c], b = t[(j + 1) * k + c];
+          out[2 * j * k + c] = a;
+          out[(2 * j + 1) * k + c] = S(0.5) * a + S(0.5) * b;
+        }
+    };
+    if (width == 1) interpolate(std::integral_constant<int, 1>{});
+    else if (width == 2) interpolate(std::integral_constant<int, 2>{});
+    else if (width == 3) interpolate(std::integral_constant<int, 3>{});
+    else interpolate(std::integral_constant<int, 0>{});
+    for (index_t x = 2 * pairs; x < n; ++x)  // the end: the last coarse voxel repeated
+      for (int c = 0; c < width; ++c) out[x * width + c] = t[std::min(x / 2, m - 1) * width + c];
+  }
 };
 
 /// The transpose of `upsample_kernel`, gathered per coarse voxel j: the fine voxels 2j - 1,
@@ -168,14 +217,8 @@ struct upsample_adjoint_kernel {
     double cw[Dim][3];
     for (int a = 0; a < Dim; ++a)
       for (int k = 0; k < 3; ++k) {
-        const index_t x = 2 * p[a] - 1 + k;
-        cand[a][k] = x;
-        cw[a][k] = 0;
-        if (x < 0 || x >= f_ext[a]) continue;
-        index_t lo, hi;
-        double wlo, whi;
-        upsample_taps(x, c_ext[a], lo, hi, wlo, whi);
-        cw[a][k] = (lo == p[a] ? wlo : 0.0) + (hi == p[a] ? whi : 0.0);
+        cand[a][k] = 2 * p[a] - 1 + k;
+        cw[a][k] = fine_weight(a, cand[a][k], p[a]);
       }
     S* out = coarse + j * width;
     for (int c = 0; c < width; ++c) out[c] = S(0);
@@ -193,6 +236,65 @@ struct upsample_adjoint_kernel {
       for (int c = 0; c < width; ++c) out[c] += S(wt) * src[c];
     }
     for (int c = 0; c < width; ++c) out[c] *= scale;
+  }
+  /// The CPU backends' form (see `row_kernel`): the fine rows that read coarse row `p`
+  /// along y (and z), summed with their weights into one fine row (`scale` folded in, as in
+  /// `upsample_kernel::row`), then gathered along x: coarse J takes fine 2J − 1, 2J, 2J + 1
+  /// with weights ½, 1, ½ away from the ends.
+  void row(index_t i, index_vec<Dim> p, index_t m) const {
+    constexpr int combos = Dim == 2 ? 3 : 9;
+    const S* rows[combos];
+    S weights[combos];
+    int count = 0;
+    for (int combo = 0; combo < combos; ++combo) {
+      index_vec<Dim> q{};
+      double wt = double(scale);
+      int r = combo;
+      for (int a = 1; a < Dim; ++a, r /= 3) {
+        const index_t x = 2 * p[a] - 1 + r % 3;
+        q[a] = x;
+        wt *= fine_weight(a, x, p[a]);
+      }
+      if (wt == 0) continue;
+      rows[count] = fine + f_ext.linear(q) * width;
+      weights[count++] = S(wt);
+    }
+    const index_t n = f_ext[0];
+    const thread_scratch<S, struct upsample_adjoint_row> store(static_cast<std::size_t>(n * width));
+    S* const t = store.data();
+    weighted_rows(t, rows, weights, count, n * width);
+    S* const out = coarse + i * width;
+    const auto gather = [&](index_t j) {
+      for (int c = 0; c < width; ++c) out[j * width + c] = S(0);
+      for (index_t x = 2 * j - 1; x <= 2 * j + 1; ++x) {
+        const S a = S(fine_weight(0, x, j));
+        if (a != S(0))
+          for (int c = 0; c < width; ++c) out[j * width + c] += a * t[x * width + c];
+      }
+    };
+    gather(0);
+    // The width as a constant where it is common, so the compiler unrolls the components.
+    const auto interior = [&](auto w) {
+      const int k = w.value > 0 ? w.value : width;
+      for (index_t j = 1; j + 1 < m; ++j)
+        for (int c = 0; c < k; ++c)
+          out[j * k + c] = S(0.5) * t[(2 * j - 1) * k + c] + t[2 * j * k + c] +
+                           S(0.5) * t[(2 * j + 1) * k + c];
+    };
+    if (width == 1) interior(std::integral_constant<int, 1>{});
+    else if (width == 2) interior(std::integral_constant<int, 2>{});
+    else if (width == 3) interior(std::integral_constant<int, 3>{});
+    else interior(std::integral_constant<int, 0>{});
+    if (m > 1) gather(m - 1);
+  }
+  /// The weight with which fine coordinate x (along `axis`) reads coarse coordinate j; 0
+  /// off the grid.
+  DIFFEO_HD double fine_weight(int axis, index_t x, index_t j) const {
+    if (x < 0 || x >= f_ext[axis]) return 0;
+    index_t lo, hi;
+    double wlo, whi;
+    upsample_taps(x, c_ext[axis], lo, hi, wlo, whi);
+    return (lo == j ? wlo : 0.0) + (hi == j ? whi : 0.0);
   }
 };
 

@@ -238,6 +238,7 @@ TEST_CASE_TEMPLATE("folding statistics count a known folded strip in one pass", 
                    DIFFEO_TEST_BACKENDS) {
   check_folding<B, float, 2>();
   check_folding<B, double, 3>();
+  check_folding<B, float, 3>();
 }
 
 /// L(u) = Σ g · J(u) (matrix or determinant) against its VJP, by central differences.

@@ -78,6 +78,24 @@ T transform_reduce(backend::tbb, index_t n, T init, const Map& map, const Op& op
   return acc;
 }
 
+/// Folds `row_map(i, p, n)` over the rows of `ext`; bitwise identical to the serial backend
+/// (same blocks of rows, folded in the same order).
+template <int Dim, class T, class RowMap, class Op>
+T transform_reduce_rows(backend::tbb, const extents<Dim>& ext, T init, const RowMap& row_map,
+                        const Op& op) {
+  const index_t rows = ext.rows(), per_block = detail::rows_per_block(ext);
+  const index_t blocks = (rows + per_block - 1) / per_block;
+  std::vector<T> partial(static_cast<std::size_t>(blocks), init);
+  ::tbb::parallel_for(index_t(0), blocks, [&](index_t b) {
+    const index_t first = b * per_block;
+    partial[b] = detail::reduce_row_range(ext, first, std::min(rows, first + per_block), init,
+                                          row_map, op);
+  });
+  T acc = init;
+  for (const T& p : partial) acc = op(acc, p);
+  return acc;
+}
+
 /// Sorts `keys` ascending, permuting `values` alike; ties broken by value.
 template <class K, class V>
 void sort_by_key(backend::tbb, K* keys, V* values, index_t n) {

@@ -251,10 +251,10 @@ struct jacobian_kernel {
   jacobian_matrix<S, Dim> c;
   field_view<const S, Dim> grad_det{};  // det_adjoint: ∂L/∂det per point
   S grad_penalty = 0;                    // negative_det_adjoint: ∂L/∂penalty
-  index_t out_first = 0;                 // the adjoints: point i goes to out[i − out_first]
+  index_t out_first = 0;                 // point i goes to out[i − out_first]
   DIFFEO_HD void store(index_t i, const jacobian_matrix<S, Dim>& a) const {
     if constexpr (Out == jacobian_output::det) {
-      out[i] = determinant(a);
+      out[i - out_first] = determinant(a);
     } else if constexpr (Out == jacobian_output::det_adjoint ||
                          Out == jacobian_output::negative_det_adjoint) {
       S f;
@@ -267,7 +267,7 @@ struct jacobian_kernel {
         for (int j = 0; j < Dim; ++j) g.m[r][j] *= f;
       out[i - out_first] = g;
     } else {
-      out[i] = a;
+      out[i - out_first] = a;
     }
   }
   DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
@@ -344,7 +344,7 @@ struct jacobian_kernel {
       const __m256 c1 = _mm256_fmsub_ps(m[1][0], m[2][2], _mm256_mul_ps(m[1][2], m[2][0]));
       const __m256 c2 = _mm256_fmsub_ps(m[1][0], m[2][1], _mm256_mul_ps(m[1][1], m[2][0]));
       const __m256 det = _mm256_fmadd_ps(m[0][2], c2, _mm256_fmsub_ps(m[0][0], c0, _mm256_mul_ps(m[0][1], c1)));
-      _mm256_storeu_ps(reinterpret_cast<float*>(out.data) + k, det);
+      _mm256_storeu_ps(reinterpret_cast<float*>(out.data) + (k - out_first), det);
     }
     return k;
   }
@@ -491,18 +491,43 @@ inline stats_partial stats_identity() {
   return {0, 0, 0, inf, -inf, 0.0};
 }
 
+/// The statistics of one determinant.
+DIFFEO_HD inline stats_partial stats_of(double j) {
+  using std::isfinite;
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  if (!isfinite(j)) return {0, 0, 1, inf, -inf, 0.0};
+  return {1, j <= 0 ? 1 : 0, 0, j, j, j};
+}
+
 template <difference D, class S, int Dim>
 struct jacobian_stats_map {
   const_vector_view<S, Dim> u;
   jacobian_matrix<S, Dim> c;
   DIFFEO_HD stats_partial operator()(index_t i) const {
-    using std::isfinite;
-    constexpr double inf = std::numeric_limits<double>::infinity();
-    const double j = double(determinant(jacobian_at<D>(u, i, u.ext.unravel(i), c)));
-    if (!isfinite(j)) return {0, 0, 1, inf, -inf, 0.0};
-    return {1, j <= 0 ? 1 : 0, 0, j, j, j};
+    return stats_of(double(determinant(jacobian_at<D>(u, i, u.ext.unravel(i), c))));
   }
 };
+
+/// Folds `value(det M)` with `op` over the points, M = I + c ∘ D_p u, on the CPU backends
+/// (Thrust folds a per-point map instead): a row at a time, the row's determinants from the
+/// determinant's row kernel into a per-thread row, so reductions over det J (folding
+/// statistics, the negative-Jacobian penalty) run as fast as `jacobian_det`.
+template <difference D, class S, int Dim, class Backend, class T, class Value, class Op>
+  requires is_host_backend<Backend>
+T reduce_determinants(Backend be, const_vector_view<S, Dim> u, const jacobian_matrix<S, Dim>& c,
+                      T init, const Value& value, const Op& op) {
+  using kernel = jacobian_kernel<D, S, Dim, jacobian_output::det>;
+  const auto row_map = [&](index_t i, const index_vec<Dim>& p, index_t n) {
+    const thread_scratch<S, struct determinant_row> dets(static_cast<std::size_t>(n));
+    kernel k{u, field_view<S, Dim>{dets.data(), u.ext}, c};
+    k.out_first = i;
+    k.row(i, p, n);
+    T acc = init;
+    for (index_t x = 0; x < n; ++x) acc = op(acc, value(dets.data()[x]));
+    return acc;
+  };
+  return transform_reduce_rows(be, u.ext, init, row_map, op);
+}
 
 /// Calls `f(std::integral_constant<difference, D>{})` with the scheme as a template
 /// argument, so kernels carry no run-time branch on it.
@@ -608,9 +633,14 @@ jacobian_stats jacobian_stats_of(Backend be, field_view<U, Dim> u, difference d,
   require_valid(u, "jacobian_stats_of(u)");
   const auto c = detail::jacobian_scale<S, Dim>(u.spacing, units, true);
   const detail::stats_partial r = detail::with_difference(d, [&](auto D) {
-    return transform_reduce(be, u.points(), detail::stats_identity(),
-                            detail::jacobian_stats_map<D.value, S, Dim>{as_const(u), c},
-                            detail::stats_combine{});
+    if constexpr (is_host_backend<Backend>)
+      return detail::reduce_determinants<D.value>(
+          be, as_const(u), c, detail::stats_identity(),
+          [](S j) { return detail::stats_of(double(j)); }, detail::stats_combine{});
+    else
+      return transform_reduce(be, u.points(), detail::stats_identity(),
+                              detail::jacobian_stats_map<D.value, S, Dim>{as_const(u), c},
+                              detail::stats_combine{});
   });
   jacobian_stats s;
   s.points = r.points;

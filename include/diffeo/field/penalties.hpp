@@ -144,14 +144,18 @@ DIFFEO_HD jacobian_matrix<S, Dim> unit_scale() {
   return c;
 }
 
+/// A point's term of the negative-Jacobian penalty, |J| − J (NaN stays NaN).
+DIFFEO_HD inline double negative_part(double j) {
+  using std::fabs;
+  return fabs(j) - j;
+}
+
 template <difference D, class S, int Dim>
 struct negative_jacobian_map {
   const_vector_view<S, Dim> u;
   DIFFEO_HD double operator()(index_t i) const {
-    const double j =
-        double(determinant(jacobian_at<D>(u, i, u.ext.unravel(i), unit_scale<S, Dim>())));
-    using std::fabs;
-    return fabs(j) - j;  // NaN stays NaN
+    return negative_part(
+        double(determinant(jacobian_at<D>(u, i, u.ext.unravel(i), unit_scale<S, Dim>()))));
   }
 };
 
@@ -299,9 +303,14 @@ double negative_jacobian_penalty(Backend be, field_view<U, Dim> u, difference d)
   using S = scalar_of<U>;
   require_valid(u, "negative_jacobian_penalty(u)");
   return detail::with_difference(d, [&](auto D) {
-    return transform_reduce(be, u.points(), 0.0,
-                            detail::negative_jacobian_map<D.value, S, Dim>{as_const(u)},
-                            detail::sum_double{});
+    if constexpr (is_host_backend<Backend>)
+      return detail::reduce_determinants<D.value>(
+          be, as_const(u), detail::unit_scale<S, Dim>(), 0.0,
+          [](S j) { return detail::negative_part(double(j)); }, detail::sum_double{});
+    else
+      return transform_reduce(be, u.points(), 0.0,
+                              detail::negative_jacobian_map<D.value, S, Dim>{as_const(u)},
+                              detail::sum_double{});
   });
 }
 

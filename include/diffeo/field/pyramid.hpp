@@ -125,6 +125,19 @@ DIFFEO_HD inline void upsample_taps(index_t x, index_t m, index_t& lo, index_t& 
   }
 }
 
+/// Calls `f(std::integral_constant<int, W>{})` with W = `width` when it is 1, 2 or 3 (the
+/// usual scalars per point, whose loops the compiler then unrolls), else with W = 0: the
+/// loop reads `width`.
+template <class F>
+void with_common_width(int width, const F& f) {
+  switch (width) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    default: return f(std::integral_constant<int, 0>{});
+  }
+}
+
 template <class S, int Dim>
 struct upsample_kernel {
   const S* coarse;
@@ -182,10 +195,9 @@ struct upsample_kernel {
     S* const t = store.data();
     weighted_rows(t, rows, weights, count, m * width);
     S* const out = fine + i * width;
-    // Pairs of outputs 2j, 2j + 1 while both neighbours are on the row; the width as a
-    // constant where it is common, so the compiler unrolls the components.
+    // Pairs of outputs 2j, 2j + 1 while both neighbours are on the row.
     const index_t pairs = std::min(n / 2, m - 1);
-    const auto interpolate = [&](auto w) {
+    with_common_width(width, [&](auto w) {
       const int k = w.value > 0 ? w.value : width;
       for (index_t j = 0; j < pairs; ++j)
         for (int c = 0; c < k; ++c) {
@@ -193,11 +205,7 @@ struct upsample_kernel {
           out[2 * j * k + c] = a;
           out[(2 * j + 1) * k + c] = S(0.5) * a + S(0.5) * b;
         }
-    };
-    if (width == 1) interpolate(std::integral_constant<int, 1>{});
-    else if (width == 2) interpolate(std::integral_constant<int, 2>{});
-    else if (width == 3) interpolate(std::integral_constant<int, 3>{});
-    else interpolate(std::integral_constant<int, 0>{});
+    });
     for (index_t x = 2 * pairs; x < n; ++x)  // the end: the last coarse voxel repeated
       for (int c = 0; c < width; ++c) out[x * width + c] = t[std::min(x / 2, m - 1) * width + c];
   }
@@ -273,18 +281,13 @@ struct upsample_adjoint_kernel {
       }
     };
     gather(0);
-    // The width as a constant where it is common, so the compiler unrolls the components.
-    const auto interior = [&](auto w) {
+    with_common_width(width, [&](auto w) {
       const int k = w.value > 0 ? w.value : width;
       for (index_t j = 1; j + 1 < m; ++j)
         for (int c = 0; c < k; ++c)
           out[j * k + c] = S(0.5) * t[(2 * j - 1) * k + c] + t[2 * j * k + c] +
                            S(0.5) * t[(2 * j + 1) * k + c];
-    };
-    if (width == 1) interior(std::integral_constant<int, 1>{});
-    else if (width == 2) interior(std::integral_constant<int, 2>{});
-    else if (width == 3) interior(std::integral_constant<int, 3>{});
-    else interior(std::integral_constant<int, 0>{});
+    });
     if (m > 1) gather(m - 1);
   }
   /// The weight with which fine coordinate x (along `axis`) reads coarse coordinate j; 0

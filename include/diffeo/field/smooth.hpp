@@ -183,6 +183,65 @@ void weighted_rows(S* out, const S* const* src, const S* w, int taps, index_t le
   weighted_rows_portable(out, src, w, taps, len);
 }
 
+#if defined(DIFFEO_HAVE_AVX2)
+/// Vectors [t0, t0 + V·L) of `weighted_rows_blocked` (the last masked by `m` if Masked).
+template <int Z, int V, bool Masked, class S>
+DIFFEO_INLINE_AVX2 void blocked_step_avx2(S* const* out, const S* const* src, const S* w,
+                                          int taps, index_t t0, __m256i m) {
+  constexpr int L = 32 / sizeof(S);
+  using vec_t = decltype(avx_set1(S(0)));
+  vec_t acc[Z][V];
+  for (int j = 0; j < Z; ++j)
+    for (int v = 0; v < V; ++v) acc[j][v] = avx_set1(S(0));
+  for (int s = 0; s < taps + Z - 1; ++s) {
+    vec_t x[V];
+    for (int v = 0; v < V; ++v)
+      x[v] = Masked && v == V - 1 ? avx_maskload(src[s] + t0 + v * L, m)
+                                  : avx_load(src[s] + t0 + v * L);
+    for (int j = 0; j < Z; ++j) {
+      const int k = s - j;  // the tap of output j that reads source s
+      if (k < 0 || k >= taps) continue;
+      const vec_t wk = avx_set1(w[k]);
+      for (int v = 0; v < V; ++v) acc[j][v] = avx_fmadd(wk, x[v], acc[j][v]);
+    }
+  }
+  for (int j = 0; j < Z; ++j)
+    for (int v = 0; v < V; ++v) {
+      if (Masked && v == V - 1)
+        avx_maskstore(out[j] + t0 + v * L, m, acc[j][v]);
+      else
+        avx_store(out[j] + t0 + v * L, acc[j][v]);
+    }
+}
+
+template <int Z, class S>
+DIFFEO_TARGET_AVX2 void weighted_rows_blocked_avx2(S* const* out, const S* const* src,
+                                                   const S* w, int taps, index_t len) {
+  constexpr int L = 32 / sizeof(S), V = 2;
+  const __m256i all = _mm256_set1_epi32(-1);
+  index_t t0 = 0;
+  for (; t0 + V * L <= len; t0 += V * L)
+    blocked_step_avx2<Z, V, false>(out, src, w, taps, t0, all);
+  for (; t0 + L <= len; t0 += L) blocked_step_avx2<Z, 1, false>(out, src, w, taps, t0, all);
+  if (t0 < len)
+    blocked_step_avx2<Z, 1, true>(out, src, w, taps, t0, avx_first_lanes(S(0), len - t0));
+}
+#endif
+
+/// Z outputs of one filter at consecutive positions: out[j][t] = Σ_k w[k] · src[j + k][t]
+/// for j < Z, from the taps + Z − 1 rows `src`. Each output is the same sum, in the same
+/// order, as `weighted_rows(out[j], src + j, w, taps, len)`; the AVX2 form loads each
+/// source vector once for all the outputs it reaches, instead of once per output (the
+/// sources of a 3D sweep's z sums come from L3: a quarter of the reads with Z = 4).
+template <int Z, class S>
+void weighted_rows_blocked(S* const* out, const S* const* src, const S* w, int taps,
+                           index_t len) {
+#if defined(DIFFEO_HAVE_AVX2)
+  if (cpu_has_avx2() && taps > 0) return weighted_rows_blocked_avx2<Z>(out, src, w, taps, len);
+#endif
+  for (int j = 0; j < Z; ++j) weighted_rows(out[j], src + j, w, taps, len);
+}
+
 /// Linear index (in `ext`) of `p` with its coordinate along `axis` set to 0, and the
 /// stride of that axis.
 template <int Dim>
@@ -286,7 +345,7 @@ struct conv_axis_kernel {
   /// the boundary applied.
   void x_row(const S* src, S* out) const {
     const index_t nx = x_ext[0], taps = 2 * radius + 1, r = radius;
-    if (nx < 2 * taps || taps > max_row_taps) {  // short rows: point by point
+    if (taps > max_row_taps) {  // point by point
       for (index_t xo = 0; xo < nx; ++xo)
         for (int c = 0; c < width; ++c) {
           S acc = 0;
@@ -298,6 +357,11 @@ struct conv_axis_kernel {
           out[xo * width + c] = acc;
         }
       return;
+    }
+    if (nx < 2 * taps) {  // short rows: through a copy with room for the boundary
+      const thread_scratch<S, struct short_row> row(std::size_t((nx + 2 * r) * width));
+      std::copy_n(src, nx * width, row.data() + r * width);
+      return x_row_padded(row.data(), out);
     }
     const S* rows[max_row_taps];
     for (index_t k = 0; k < taps; ++k) rows[k] = src + k * width;  // output r + t reads t .. t + 2r
@@ -318,6 +382,26 @@ struct conv_axis_kernel {
       for (index_t k = 0; k < taps; ++k) rows[k] = edge + k * width;
       weighted_rows(out + (left ? 0 : nx - r) * width, rows, w, int(taps), r * width);
     }
+  }
+  /// The same for a row whose nx points start r points into `row`, which has room for r
+  /// more after them: fills the 2r points off the row through the boundary (zeros: 0), so
+  /// every output is one weighted sum of 2r + 1 neighbours, the row ends included.
+  void x_row_padded(S* row, S* out) const {
+    const index_t nx = x_ext[0], taps = 2 * radius + 1, r = radius;
+    const auto pad = [&](index_t j) {
+      bool valid;
+      const index_t m = boundary_map<Boundary>::apply(j, nx, valid);
+      S* to = row + (j + r) * width;
+      if (valid)
+        std::copy_n(row + (m + r) * width, width, to);
+      else
+        std::fill_n(to, width, S(0));
+    };
+    for (index_t j = -r; j < 0; ++j) pad(j);
+    for (index_t j = nx; j < nx + r; ++j) pad(j);
+    const S* rows[max_row_taps];
+    for (index_t k = 0; k < taps; ++k) rows[k] = row + k * width;  // output t reads t .. t + 2r
+    weighted_rows(out, rows, w, int(taps), nx * width);
   }
 };
 
@@ -471,10 +555,22 @@ struct separable_filter {
   template <class Boundary, class Backend>
   void apply(Backend be, const S* from, S* to, bool transposed) const {
     if constexpr (is_host_backend<Backend> && (Dim == 2 || Dim == 3)) {
-      bool sweep = !transposed && step == 1 && from != to && x_ext.count() == y_ext.count();
+      bool sweep = !transposed && step == 1 && x_ext.count() == y_ext.count();
       for (int a = 0; a < Dim; ++a) sweep = sweep && w[a].size() <= std::size_t(max_row_taps);
-      if (sweep) return apply_in_one_sweep<Boundary>(be, from, to);
+      if (sweep && from != to) return apply_in_one_sweep<Boundary>(be, from, to);
+      if (sweep) {  // in place: a sweep into scratch and a copy (3D 128³: 3× the passes' speed)
+        field<S, Dim, Backend> tmp(x_ext, width);
+        apply_in_one_sweep<Boundary>(be, from, tmp.data());
+        return copy_n(be, tmp.data(), x_ext.count() * width, to);
+      }
     }
+    apply_in_passes<Boundary>(be, from, to, transposed);
+  }
+
+  /// The same as one 1D pass per axis (every backend, stride and kernel): the CPU
+  /// backends' sweep is pinned to it bit for bit by the tests.
+  template <class Boundary, class Backend>
+  void apply_in_passes(Backend be, const S* from, S* to, bool transposed) const {
     field<S, 2, Backend> weights[Dim];
     for (int a = 0; a < Dim; ++a) {
       const auto n = static_cast<index_t>(w[a].size());
@@ -542,6 +638,8 @@ struct separable_filter {
   /// scratch field is allocated. Each output is the same sum of the same terms as in the
   /// passes (which run in the same order, y first). y before x: a band's margin rows are
   /// then only read, not filtered along x again by each band that reads them.
+  static constexpr int z_block = 4;
+
   template <class Boundary, class Backend>
   void apply_in_one_sweep(Backend be, const S* from, S* to) const {
     const index_t nx = x_ext[0], ny = x_ext[1], nz = Dim == 3 ? x_ext[Dim - 1] : 1;
@@ -562,49 +660,62 @@ struct separable_filter {
     // Bands: one per thread. Each reads its 2r_y margin rows from memory again, so more
     // bands cost more (3D 128³, two threads: two per thread took 3–5 % longer); rings
     // beyond L2 measured no slower than thinner bands.
-    const index_t ring_slabs = Dim == 3 ? 2 * r[Dim - 1] + 1 : 0;
+    // 3D: the ring holds the slabs filtered along y and x that z_block consecutive
+    // outputs read (`weighted_rows_blocked`).
+    const index_t ring_slabs = Dim == 3 ? 2 * r[Dim - 1] + z_block : 0;
     const index_t bands = std::min<index_t>(ny, thread_count(be));
     // The taps along axis a of output `o`. Boundary maps are 1-Lipschitz, so the sources
-    // of one output span at most 2r + 1 indices: a ring of 2r + 1 keyed by index mod
-    // 2r + 1 holds them.
+    // of one output span at most 2r + 1 indices, and those of z_block outputs 2r + z_block:
+    // a ring of 2r + z_block slabs keyed by index mod 2r + z_block holds them.
     const auto taps = [&](int a, index_t o, index_t n) {
       return window_taps<Boundary, S>(o - r[a], n, h[a].data(), 2 * r[a] + 1);
     };
     for_each_task(be, bands, [&](index_t b) {
       const index_t y0 = b * ny / bands, y1 = (b + 1) * ny / bands;
       const index_t slab = padded((y1 - y0) * len);  // a slab's rows are contiguous
+      const index_t summed_len = padded(len + 2 * r[0] * width);
       const thread_scratch<S, struct sweep_rings> store(
-          static_cast<std::size_t>(padded(len) + ring_slabs * slab));
-      S* const summed = store.data();  // one row summed along y
+          static_cast<std::size_t>(summed_len + ring_slabs * slab));
+      S* const summed = store.data();  // one row summed along y, with room for x's boundary
       const S* rows[max_row_taps];
       // Output row y of slab z (0 in 2D), filtered along y and x, into `out`.
       const auto filter_yx = [&](index_t z, index_t y, S* out) {
         const auto t = taps(1, y, ny);
         for (int k = 0; k < t.count; ++k) rows[k] = from + (z * ny + t.src[k]) * len;
         if (y + r[1] + 1 < ny) prefetch_row(from + (z * ny + y + r[1] + 1) * len, len);
-        weighted_rows(summed, rows, t.weight, t.count, len);
-        along_x.x_row(summed, out);
+        weighted_rows(summed + r[0] * width, rows, t.weight, t.count, len);
+        along_x.x_row_padded(summed, out);
       };
       if constexpr (Dim == 2) {
         for (index_t y = y0; y < y1; ++y) filter_yx(0, y, to + y * len);
       } else {
-        S* const z_ring = summed + padded(len);
-        index_t z_tag[max_row_taps];
+        S* const z_ring = summed + summed_len;
+        index_t z_tag[max_row_taps + z_block];
         std::fill(z_tag, z_tag + ring_slabs, index_t(-1));
-        const S* slabs[max_row_taps];
-        for (index_t z = 0; z < nz; ++z) {
-          const auto t = taps(2, z, nz);
-          for (int k = 0; k < t.count; ++k) {
-            const index_t m = t.src[k], slot = m % ring_slabs;
-            if (z_tag[slot] != m) {
-              for (index_t y = y0; y < y1; ++y)
-                filter_yx(m, y, z_ring + slot * slab + (y - y0) * len);
-              z_tag[slot] = m;
-            }
-            slabs[k] = z_ring + slot * slab;
+        const auto slab_of = [&](index_t m) {  // slab m filtered along y and x, in the ring
+          const index_t slot = m % ring_slabs;
+          if (z_tag[slot] != m) {
+            for (index_t y = y0; y < y1; ++y)
+              filter_yx(m, y, z_ring + slot * slab + (y - y0) * len);
+            z_tag[slot] = m;
           }
-          weighted_rows(to + (z * ny + y0) * len, slabs, t.weight, t.count,
-                        (y1 - y0) * len);  // the band at once
+          return z_ring + slot * slab;
+        };
+        const S* slabs[max_row_taps + z_block];
+        const index_t band_len = (y1 - y0) * len;  // each z sum takes the band at once
+        for (index_t z = 0; z < nz;) {
+          if (z >= r[2] && z + z_block + r[2] <= nz) {  // z_block outputs, all taps on the grid
+            for (index_t s = 0; s < 2 * r[2] + z_block; ++s) slabs[s] = slab_of(z - r[2] + s);
+            S* outs[z_block];
+            for (int j = 0; j < z_block; ++j) outs[j] = to + ((z + j) * ny + y0) * len;
+            weighted_rows_blocked<z_block>(outs, slabs, h[2].data(), int(2 * r[2] + 1), band_len);
+            z += z_block;
+          } else {
+            const auto t = taps(2, z, nz);
+            for (int k = 0; k < t.count; ++k) slabs[k] = slab_of(t.src[k]);
+            weighted_rows(to + (z * ny + y0) * len, slabs, t.weight, t.count, band_len);
+            ++z;
+          }
         }
       }
     });

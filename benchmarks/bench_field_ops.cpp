@@ -302,6 +302,19 @@ void register_dim(const std::vector<int>& threads) {
     });
   });
 
+  // smooth in place (W4 u, σ = 1.5 voxels, border; bench_field's S1 is out of place): reads
+  // and writes the field, 2 V (16 / 24 B). Each call smooths the last call's output.
+  reg("smooth_in_place", s4, n4, 2 * V, threads, [] {
+    struct st {
+      vfield<Dim> u = db::to_vector_field<B>(w4_u<Dim>());
+    };
+    auto s = std::make_shared<st>();
+    return call_t([s] {
+      diffeo::smooth(B{}, s->u.view(), s->u.view(), diffeo::gaussian_kernel<Dim>(smooth_sigma),
+                     diffeo::boundary::border{});
+    });
+  });
+
   // ---- pyramid (fine = W4 u, coarse = its downsampled extents; σ = 1, reflection) -------
   // Items = output points. Bytes per output point = (fine points + coarse points) · V /
   // output points: downsample and upsample_vjp (coarse out) read 2^Dim fine vectors and

@@ -121,7 +121,8 @@ TEST_CASE_TEMPLATE("separable smoothing matches a direct convolution, every boun
 }
 
 /// Grids of many bands of rows (the CPU backends smooth in one sweep, band by band): the
-/// sweep equals the passes one by one bit for bit, and the direct convolution.
+/// sweep equals the passes one by one bit for bit, in place too, and the direct
+/// convolution.
 template <class B, class S, int Dim, class Boundary>
 void check_bands(int bc, bool short_rows = false) {
   extents<Dim> ext;
@@ -143,6 +144,12 @@ void check_bands(int bc, bool short_rows = false) {
   const auto by_pass = to_host(passes);
   int differ = 0;
   for (index_t i = 0; i < out.size(); ++i) differ += by_pass[i] != out[i];
+  CHECK(differ == 0);
+  auto f_in_place = to_backend<B>(fh);
+  smooth(B{}, f_in_place.view(), f_in_place.view(), gaussian_kernel<Dim>(sigma), Boundary{});
+  const auto in_place = to_host(f_in_place);
+  differ = 0;
+  for (index_t i = 0; i < out.size(); ++i) differ += in_place[i] != out[i];
   CHECK(differ == 0);
   const auto ref = reference_smooth(fh, sigma, bc);
   const double tol = std::is_same_v<S, float> ? 1e-5 : 1e-13;

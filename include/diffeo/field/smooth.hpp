@@ -557,12 +557,7 @@ struct separable_filter {
     if constexpr (is_host_backend<Backend> && (Dim == 2 || Dim == 3)) {
       bool sweep = !transposed && step == 1 && x_ext.count() == y_ext.count();
       for (int a = 0; a < Dim; ++a) sweep = sweep && w[a].size() <= std::size_t(max_row_taps);
-      if (sweep && from != to) return apply_in_one_sweep<Boundary>(be, from, to);
-      if (sweep) {  // in place: a sweep into scratch and a copy (3D 128³: 3× the passes' speed)
-        field<S, Dim, Backend> tmp(x_ext, width);
-        apply_in_one_sweep<Boundary>(be, from, tmp.data());
-        return copy_n(be, tmp.data(), x_ext.count() * width, to);
-      }
+      if (sweep) return apply_in_one_sweep<Boundary>(be, from, to);
     }
     apply_in_passes<Boundary>(be, from, to, transposed);
   }
@@ -630,14 +625,20 @@ struct separable_filter {
     }
   };
 
-  /// y = F x with every pass in one sweep over memory (CPU backends, unit step, `from` not
-  /// `to`): each task takes a band of rows (the y range [y0, y1)); each of its rows is the
-  /// input rows around it summed along y, then filtered along x, into the output (2D) or
+  /// y = F x with every pass in one sweep over memory (CPU backends, unit step; `from` may
+  /// be `to`): each task takes a band of rows (the y range [y0, y1)); each of its rows is
+  /// the input rows around it summed along y, then filtered along x, into the output (2D) or
   /// into a ring of slabs of the band, which the pass along z reads (3D). The ring stays in
   /// cache, so the field is read once and written once instead of once per pass, and no
   /// scratch field is allocated. Each output is the same sum of the same terms as in the
   /// passes (which run in the same order, y first). y before x: a band's margin rows are
   /// then only read, not filtered along x again by each band that reads them.
+  ///
+  /// In place, a band reads each input row (slab, in 3D) of its own before it writes that
+  /// row's output: the rows of output y read input rows [y − r, y + r], so in 2D output y
+  /// waits in a ring of r_y + 1 rows until output y + r_y is done; in 3D slab z is in the z
+  /// ring before output slab z is written. The margin rows a band reads from its
+  /// neighbours are copied first, before any band writes.
   static constexpr int z_block = 4;
 
   template <class Boundary, class Backend>
@@ -670,24 +671,61 @@ struct separable_filter {
     const auto taps = [&](int a, index_t o, index_t n) {
       return window_taps<Boundary, S>(o - r[a], n, h[a].data(), 2 * r[a] + 1);
     };
+    // Band b: rows [y0, y1); it reads rows [m0, y0) and [y1, m1) of its neighbours.
+    const auto band = [&](index_t b, index_t& y0, index_t& y1, index_t& m0, index_t& m1) {
+      y0 = b * ny / bands, y1 = (b + 1) * ny / bands;
+      m0 = std::max<index_t>(0, y0 - r[1]), m1 = std::min(ny, y1 + r[1]);
+    };
+    const bool in_place = from == to;
+    std::vector<std::vector<S>> margins(in_place && bands > 1 ? bands : 0);
+    if (!margins.empty())
+      for_each_task(be, bands, [&](index_t b) {
+        index_t y0, y1, m0, m1;
+        band(b, y0, y1, m0, m1);
+        margins[b].resize(static_cast<std::size_t>(nz * (m1 - m0 - (y1 - y0)) * len));
+        S* m = margins[b].data();
+        for (index_t z = 0; z < nz; ++z) {
+          m = std::copy_n(from + (z * ny + m0) * len, (y0 - m0) * len, m);
+          m = std::copy_n(from + (z * ny + y1) * len, (m1 - y1) * len, m);
+        }
+      });
     for_each_task(be, bands, [&](index_t b) {
-      const index_t y0 = b * ny / bands, y1 = (b + 1) * ny / bands;
+      index_t y0, y1, m0, m1;
+      band(b, y0, y1, m0, m1);
       const index_t slab = padded((y1 - y0) * len);  // a slab's rows are contiguous
       const index_t summed_len = padded(len + 2 * r[0] * width);
+      const index_t held = Dim == 2 && in_place ? r[1] + 1 : 0;  // output rows held back
       const thread_scratch<S, struct sweep_rings> store(
-          static_cast<std::size_t>(summed_len + ring_slabs * slab));
+          static_cast<std::size_t>(summed_len + ring_slabs * slab + held * padded(len)));
       S* const summed = store.data();  // one row summed along y, with room for x's boundary
       const S* rows[max_row_taps];
+      // Input row y of slab z: a neighbour's row from its copy when in place.
+      const auto input_row = [&](index_t z, index_t y) -> const S* {
+        if (margins.empty() || (y >= y0 && y < y1)) return from + (z * ny + y) * len;
+        const index_t saved = m1 - m0 - (y1 - y0);
+        return margins[b].data() + (z * saved + (y < y0 ? y - m0 : y0 - m0 + y - y1)) * len;
+      };
       // Output row y of slab z (0 in 2D), filtered along y and x, into `out`.
       const auto filter_yx = [&](index_t z, index_t y, S* out) {
         const auto t = taps(1, y, ny);
-        for (int k = 0; k < t.count; ++k) rows[k] = from + (z * ny + t.src[k]) * len;
+        for (int k = 0; k < t.count; ++k) rows[k] = input_row(z, t.src[k]);
         if (y + r[1] + 1 < ny) prefetch_row(from + (z * ny + y + r[1] + 1) * len, len);
         weighted_rows(summed + r[0] * width, rows, t.weight, t.count, len);
         along_x.x_row_padded(summed, out);
       };
       if constexpr (Dim == 2) {
-        for (index_t y = y0; y < y1; ++y) filter_yx(0, y, to + y * len);
+        if (!in_place) {
+          for (index_t y = y0; y < y1; ++y) filter_yx(0, y, to + y * len);
+        } else {
+          S* const ring = summed + summed_len;
+          const auto slot = [&](index_t y) { return ring + (y % held) * padded(len); };
+          for (index_t y = y0; y < y1; ++y) {
+            filter_yx(0, y, slot(y));
+            if (y - r[1] >= y0) std::copy_n(slot(y - r[1]), len, to + (y - r[1]) * len);
+          }
+          for (index_t y = std::max(y0, y1 - r[1]); y < y1; ++y)
+            std::copy_n(slot(y), len, to + y * len);
+        }
       } else {
         S* const z_ring = summed + summed_len;
         index_t z_tag[max_row_taps + z_block];

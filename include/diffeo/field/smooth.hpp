@@ -495,13 +495,12 @@ struct conv_axis_adjoint_kernel {
       for (index_t xo = 0; xo < count; ++xo) p[0] = xo, (*this)(i + xo, p);
       return;
     }
-    index_t a = 0, b = 0;  // [a, b): the fast part of an x row
     p[0] = 0;
     const S* src = y + y_ext.linear(p) * width;
-    if (fast && n > 4 * r) {
-      a = 2 * r, b = n - 2 * r;
-      for (index_t k = 0; k < taps; ++k) rows[k] = src + (a - r + k) * width;
-      weighted_rows(x + (i + a) * width, rows, w, int(taps), (b - a) * width);
+    if (fast) {  // through a copy with room for the ends (`x_row_padded`)
+      const thread_scratch<S, struct adjoint_row> row(std::size_t((n + 4 * r) * width));
+      std::copy_n(src, n * width, row.data() + 2 * r * width);
+      return x_row_padded(row.data(), x + i * width);
     }
     const auto rest = [&](index_t xo) {
       if (!gather_first) {
@@ -516,8 +515,33 @@ struct conv_axis_adjoint_kernel {
         for (int c = 0; c < width; ++c) out[c] += a * in[c];
       }
     };
-    for (index_t xo = 0; xo < a; ++xo) rest(xo);
-    for (index_t xo = b; xo < count; ++xo) rest(xo);
+    for (index_t xo = 0; xo < count; ++xo) rest(xo);
+  }
+  /// The transpose along x (unit step, symmetric kernel) of the row whose n points start
+  /// 2r points into `row`, which has room for 2r more after them. With zeros in that room
+  /// the filter gives e[j] = Σ_o w[j − o + r] y[o] for j in [−r, n + r): what the taps of
+  /// all outputs o put on j. x[p] is e[p] plus the e[j] off the row that the boundary maps
+  /// onto p — one weighted row sum and 2r folds, instead of a gather per point near the ends.
+  void x_row_padded(S* row, S* out) const {
+    const index_t r = radius, taps = 2 * r + 1;
+    std::fill_n(row, 2 * r * width, S(0));
+    std::fill_n(row + (2 * r + n) * width, 2 * r * width, S(0));
+    const S* rows[max_row_taps];
+    // e[j] reads y[j − r + k], at row + (j + r + k) · width.
+    for (index_t k = 0; k < taps; ++k) rows[k] = row + (r + k) * width;
+    weighted_rows(out, rows, w, int(taps), n * width);
+    const thread_scratch<S, struct adjoint_row_ends> ends(std::size_t(2 * r * width));
+    for (index_t k = 0; k < taps; ++k) rows[k] = row + k * width;  // e[−r ..)
+    weighted_rows(ends.data(), rows, w, int(taps), r * width);
+    for (index_t k = 0; k < taps; ++k) rows[k] = row + (n + r + k) * width;  // e[n ..)
+    weighted_rows(ends.data() + r * width, rows, w, int(taps), r * width);
+    for (index_t e = 0; e < 2 * r; ++e) {
+      bool valid;
+      const index_t j = e < r ? e - r : n + e - r;
+      const index_t m = boundary_map<Boundary>::apply(j, n, valid);
+      if (!valid) continue;
+      for (int c = 0; c < width; ++c) out[m * width + c] += ends.data()[e * width + c];
+    }
   }
 };
 
@@ -536,12 +560,13 @@ struct separable_filter {
     return true;
   }
 
-  /// The axis of pass `s` of the forward filter: y before x at unit step (as the sweep
-  /// does, `apply_in_one_sweep`), in axis order with a stride, whose stages shrink one axis
-  /// at a time (`stage`). The transpose runs them in reverse.
-  int pass_axis(int s) const {
+  /// The axis of pass `s`: y, x, z at unit step, forward and transposed alike (as the sweep
+  /// does, `apply_in_one_sweep`; passes along different axes commute); with a stride, in
+  /// axis order, whose stages shrink one axis at a time (`stage`), and the transpose in
+  /// reverse.
+  int pass_axis(int s, bool transposed = false) const {
     if (step == 1 && s < 2) return 1 - s;
-    return s;
+    return step != 1 && transposed ? Dim - 1 - s : s;
   }
 
   /// Extents after the passes along axes [0, a).
@@ -555,9 +580,9 @@ struct separable_filter {
   template <class Boundary, class Backend>
   void apply(Backend be, const S* from, S* to, bool transposed) const {
     if constexpr (is_host_backend<Backend> && (Dim == 2 || Dim == 3)) {
-      bool sweep = !transposed && step == 1 && x_ext.count() == y_ext.count();
+      bool sweep = step == 1 && x_ext.count() == y_ext.count();
       for (int a = 0; a < Dim; ++a) sweep = sweep && w[a].size() <= std::size_t(max_row_taps);
-      if (sweep) return apply_in_one_sweep<Boundary>(be, from, to);
+      if (sweep) return apply_in_one_sweep<Boundary>(be, from, to, transposed);
     }
     apply_in_passes<Boundary>(be, from, to, transposed);
   }
@@ -582,7 +607,7 @@ struct separable_filter {
     field<S, Dim, Backend> tmp[Dim - 1];
     const S* src = from;
     for (int s = 0; s < Dim; ++s) {
-      const int a = pass_axis(transposed ? Dim - 1 - s : s);
+      const int a = pass_axis(s, transposed);
       const extents<Dim> out_ext = transposed ? stage(a) : stage(a + 1);
       S* dst = to;
       if (s + 1 < Dim && !(through_to && s == 0)) {
@@ -642,7 +667,7 @@ struct separable_filter {
   static constexpr int z_block = 4;
 
   template <class Boundary, class Backend>
-  void apply_in_one_sweep(Backend be, const S* from, S* to) const {
+  void apply_in_one_sweep(Backend be, const S* from, S* to, bool transposed) const {
     const index_t nx = x_ext[0], ny = x_ext[1], nz = Dim == 3 ? x_ext[Dim - 1] : 1;
     const index_t len = nx * width;  // scalars per row
     // Slabs of the ring (and the summed row) one cache line more apart than whole lines:
@@ -658,6 +683,15 @@ struct separable_filter {
     }
     const conv_axis_kernel<Boundary, S, Dim> along_x{from, nullptr, x_ext, 0, width, 1,
                                                      h[0].data(), r[0]};
+    // Transposed, the x pass of a row is `conv_axis_adjoint_kernel::row` on a grid of one
+    // row, with its gather table.
+    extents<Dim> row_ext = x_ext;
+    for (int a = 1; a < Dim; ++a) row_ext[a] = 1;
+    conv_axis_adjoint_kernel<Boundary, S, Dim> along_x_t{nullptr, nullptr, row_ext, nx, 0,
+                                                        width, 1, h[0].data(), r[0],
+                                                        is_symmetric(w[0])};
+    gather_table x_table;
+    if (transposed) x_table.fill(along_x_t), x_table.attach(along_x_t);
     // Bands: one per thread. Each reads its 2r_y margin rows from memory again, so more
     // bands cost more (3D 128³, two threads: two per thread took 3–5 % longer); rings
     // beyond L2 measured no slower than thinner bands.
@@ -665,11 +699,47 @@ struct separable_filter {
     // outputs read (`weighted_rows_blocked`).
     const index_t ring_slabs = Dim == 3 ? 2 * r[Dim - 1] + z_block : 0;
     const index_t bands = std::min<index_t>(ny, thread_count(be));
-    // The taps along axis a of output `o`. Boundary maps are 1-Lipschitz, so the sources
-    // of one output span at most 2r + 1 indices, and those of z_block outputs 2r + z_block:
-    // a ring of 2r + z_block slabs keyed by index mod 2r + z_block holds them.
-    const auto taps = [&](int a, index_t o, index_t n) {
-      return window_taps<Boundary, S>(o - r[a], n, h[a].data(), 2 * r[a] + 1);
+    // The taps along y and z of each output index: forward, the window through the
+    // boundary; transposed, the outputs that reach it (`conv_axis_adjoint_kernel::gather`).
+    // Boundary maps are 1-Lipschitz, so the sources of output o lie in [o − r, o + r], and
+    // those of z_block outputs span 2r + z_block indices: a ring of 2r + z_block slabs keyed
+    // by index mod 2r + z_block holds them. `plain` marks the outputs whose taps are
+    // o − r + k with weight w[k], which the z pass sums z_block at a time.
+    struct tap_list {
+      std::vector<index_t> first{0}, src;
+      std::vector<S> weight;
+      std::vector<char> plain;
+    } lists[Dim];
+    for (int a = 1; a < Dim; ++a) {
+      tap_list& l = lists[a];
+      const index_t n = x_ext[a], taps = 2 * r[a] + 1;
+      const auto add = [&](index_t m, S wt) { l.src.push_back(m), l.weight.push_back(wt); };
+      for (index_t o = 0; o < n; ++o) {
+        if (transposed) {
+          conv_axis_adjoint_kernel<Boundary, S, Dim> k{nullptr, nullptr, x_ext, n, a, width, 1,
+                                                      h[a].data(), r[a], is_symmetric(w[a])};
+          k.gather(o, add);
+        } else {
+          const window_taps<Boundary, S> t(o - r[a], n, h[a].data(), taps);
+          for (int k = 0; k < t.count; ++k) add(t.src[k], t.weight[k]);
+        }
+        const index_t e0 = l.first.back(), e1 = static_cast<index_t>(l.src.size());
+        bool plain = e1 - e0 == taps;
+        for (index_t k = 0; plain && k < taps; ++k)
+          plain = l.src[e0 + k] == o - r[a] + k && l.weight[e0 + k] == h[a][k];
+        l.first.push_back(e1);
+        l.plain.push_back(plain);
+      }
+    }
+    struct tap_span {
+      const index_t* src;
+      const S* weight;
+      int count;
+    };
+    const auto taps = [&](int a, index_t o) {
+      const tap_list& l = lists[a];
+      return tap_span{l.src.data() + l.first[o], l.weight.data() + l.first[o],
+                      int(l.first[o + 1] - l.first[o])};
     };
     // Band b: rows [y0, y1); it reads rows [m0, y0) and [y1, m1) of its neighbours.
     const auto band = [&](index_t b, index_t& y0, index_t& y1, index_t& m0, index_t& m1) {
@@ -693,11 +763,12 @@ struct separable_filter {
       index_t y0, y1, m0, m1;
       band(b, y0, y1, m0, m1);
       const index_t slab = padded((y1 - y0) * len);  // a slab's rows are contiguous
-      const index_t summed_len = padded(len + 2 * r[0] * width);
+      const index_t summed_len = padded(len + 4 * r[0] * width);
       const index_t held = Dim == 2 && in_place ? r[1] + 1 : 0;  // output rows held back
       const thread_scratch<S, struct sweep_rings> store(
           static_cast<std::size_t>(summed_len + ring_slabs * slab + held * padded(len)));
-      S* const summed = store.data();  // one row summed along y, with room for x's boundary
+      // One row summed along y, 2r_x points into `summed`: room for x's ends.
+      S* const summed = store.data();
       const S* rows[max_row_taps];
       // Input row y of slab z: a neighbour's row from its copy when in place.
       const auto input_row = [&](index_t z, index_t y) -> const S* {
@@ -707,11 +778,15 @@ struct separable_filter {
       };
       // Output row y of slab z (0 in 2D), filtered along y and x, into `out`.
       const auto filter_yx = [&](index_t z, index_t y, S* out) {
-        const auto t = taps(1, y, ny);
+        const auto t = taps(1, y);
         for (int k = 0; k < t.count; ++k) rows[k] = input_row(z, t.src[k]);
         if (y + r[1] + 1 < ny) prefetch_row(from + (z * ny + y + r[1] + 1) * len, len);
-        weighted_rows(summed + r[0] * width, rows, t.weight, t.count, len);
-        along_x.x_row_padded(summed, out);
+        weighted_rows(summed + 2 * r[0] * width, rows, t.weight, t.count, len);
+        if (!transposed) return along_x.x_row_padded(summed + r[0] * width, out);
+        if (along_x_t.symmetric) return along_x_t.x_row_padded(summed, out);
+        auto k = along_x_t;
+        k.y = summed + 2 * r[0] * width, k.x = out;
+        k.row(0, index_vec<Dim>{}, nx);
       };
       if constexpr (Dim == 2) {
         if (!in_place) {
@@ -742,14 +817,16 @@ struct separable_filter {
         const S* slabs[max_row_taps + z_block];
         const index_t band_len = (y1 - y0) * len;  // each z sum takes the band at once
         for (index_t z = 0; z < nz;) {
-          if (z >= r[2] && z + z_block + r[2] <= nz) {  // z_block outputs, all taps on the grid
+          bool plain = z + z_block <= nz;
+          for (int j = 0; plain && j < z_block; ++j) plain = lists[2].plain[z + j];
+          if (plain) {  // z_block outputs at once
             for (index_t s = 0; s < 2 * r[2] + z_block; ++s) slabs[s] = slab_of(z - r[2] + s);
             S* outs[z_block];
             for (int j = 0; j < z_block; ++j) outs[j] = to + ((z + j) * ny + y0) * len;
             weighted_rows_blocked<z_block>(outs, slabs, h[2].data(), int(2 * r[2] + 1), band_len);
             z += z_block;
           } else {
-            const auto t = taps(2, z, nz);
+            const auto t = taps(2, z);
             for (int k = 0; k < t.count; ++k) slabs[k] = slab_of(t.src[k]);
             weighted_rows(to + (z * ny + y0) * len, slabs, t.weight, t.count, band_len);
             ++z;

@@ -683,8 +683,8 @@ struct separable_filter {
     }
     const conv_axis_kernel<Boundary, S, Dim> along_x{from, nullptr, x_ext, 0, width, 1,
                                                      h[0].data(), r[0]};
-    // Transposed, the x pass of a row is `conv_axis_adjoint_kernel::row` on a grid of one
-    // row, with its gather table.
+    // Transposed, the x pass of a row is `conv_axis_adjoint_kernel::x_row_padded` (a
+    // symmetric kernel), else its `row` on a grid of one row, with its gather table.
     extents<Dim> row_ext = x_ext;
     for (int a = 1; a < Dim; ++a) row_ext[a] = 1;
     conv_axis_adjoint_kernel<Boundary, S, Dim> along_x_t{nullptr, nullptr, row_ext, nx, 0,

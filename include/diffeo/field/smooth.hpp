@@ -526,7 +526,7 @@ struct conv_axis_adjoint_kernel {
     const index_t r = radius, taps = 2 * r + 1;
     std::fill_n(row, 2 * r * width, S(0));
     std::fill_n(row + (2 * r + n) * width, 2 * r * width, S(0));
-    const S* rows[max_row_taps];
+    const S* rows[max_row_taps] = {};  // (GCC cannot see that taps <= max_row_taps here)
     // e[j] reads y[j − r + k], at row + (j + r + k) · width.
     for (index_t k = 0; k < taps; ++k) rows[k] = row + (r + k) * width;
     weighted_rows(out, rows, w, int(taps), n * width);
@@ -691,7 +691,7 @@ struct separable_filter {
                                                         width, 1, h[0].data(), r[0],
                                                         is_symmetric(w[0])};
     gather_table x_table;
-    if (transposed) x_table.fill(along_x_t), x_table.attach(along_x_t);
+    if (transposed && !along_x_t.symmetric) x_table.fill(along_x_t), x_table.attach(along_x_t);
     // Bands: one per thread. Each reads its 2r_y margin rows from memory again, so more
     // bands cost more (3D 128³, two threads: two per thread took 3–5 % longer); rings
     // beyond L2 measured no slower than thinner bands.
@@ -714,11 +714,11 @@ struct separable_filter {
       tap_list& l = lists[a];
       const index_t n = x_ext[a], taps = 2 * r[a] + 1;
       const auto add = [&](index_t m, S wt) { l.src.push_back(m), l.weight.push_back(wt); };
+      const conv_axis_adjoint_kernel<Boundary, S, Dim> adjoint{
+          nullptr, nullptr, x_ext, n, a, width, 1, h[a].data(), r[a], is_symmetric(w[a])};
       for (index_t o = 0; o < n; ++o) {
         if (transposed) {
-          conv_axis_adjoint_kernel<Boundary, S, Dim> k{nullptr, nullptr, x_ext, n, a, width, 1,
-                                                      h[a].data(), r[a], is_symmetric(w[a])};
-          k.gather(o, add);
+          adjoint.gather(o, add);
         } else {
           const window_taps<Boundary, S> t(o - r[a], n, h[a].data(), taps);
           for (int k = 0; k < t.count; ++k) add(t.src[k], t.weight[k]);

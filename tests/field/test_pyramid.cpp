@@ -8,6 +8,11 @@
 
 #include "support/backends.hpp"
 
+#if defined(DIFFEO_ENABLE_TBB)
+#  include <oneapi/tbb/global_control.h>
+#  include <oneapi/tbb/task_arena.h>
+#endif
+
 using namespace diffeo;
 using host = backend::serial;
 
@@ -125,6 +130,59 @@ TEST_CASE("downsample is smoothing followed by keeping the even voxels") {
     const auto q = d.ext().unravel(i);
     for (int c = 0; c < 3; ++c) CHECK(d(q, c) == doctest::Approx(s({{2 * q[0], 2 * q[1]}}, c)));
   }
+}
+
+/// The CPU backends downsample in one sweep, band by band: it equals the passes one by one
+/// bit for bit, and smoothing followed by keeping the even voxels up to rounding.
+template <class B, class S, int Dim, class Boundary>
+void check_downsample_bands(const extents<Dim>& e, double sigma) {
+  image<S, Dim, host> fh(e, 3);
+  for (index_t i = 0; i < fh.size(); ++i)
+    fh[i] = S(std::sin(0.37 * double(i * i % 101) + 0.5 * double(i)));
+  const auto f = to_backend<B>(fh);
+  const auto swept = to_host(downsample(f, sigma, Boundary{}));
+  image<S, Dim, B> passes(downsampled_extents(e), 3);
+  detail::downsample_filter<S>(e, 3, sigma, "test")
+      .template apply_in_passes<Boundary>(B{}, f.data(), passes.data(), false);
+  const auto by_pass = to_host(passes);
+  int differ = 0;
+  for (index_t i = 0; i < swept.size(); ++i) differ += swept[i] != by_pass[i];
+  CHECK(differ == 0);
+  const auto s = to_host(smooth(f, gaussian_kernel<Dim>(sigma), Boundary{}));
+  const double tol = std::is_same_v<S, float> ? 1e-5 : 1e-13;
+  int far = 0;
+  for (index_t i = 0; i < swept.size(); ++i) {
+    auto q = swept.ext().unravel(i / 3);
+    for (int a = 0; a < Dim; ++a) q[a] *= 2;
+    far += !(std::abs(double(swept[i]) - double(s[e.linear(q) * 3 + i % 3])) <= tol);
+  }
+  CHECK(far == 0);
+}
+
+template <class B>
+void check_all_downsample_bands() {
+  check_downsample_bands<B, float, 2, boundary::reflection>(make_extents(37, 61), 1.0);
+  check_downsample_bands<B, double, 2, boundary::zeros>(make_extents(20, 44), 2.3);
+  check_downsample_bands<B, float, 3, boundary::border>(make_extents(13, 29, 31), 1.0);
+  check_downsample_bands<B, double, 3, boundary::reflection>(make_extents(14, 30, 23), 1.7);
+  // Rows shorter than the kernel (9 and 17 taps), one coarse row per band.
+  check_downsample_bands<B, double, 3, boundary::zeros>(make_extents(3, 5, 9), 2.0);
+}
+
+TEST_CASE_TEMPLATE("downsampling in bands of rows equals the passes one by one", B,
+                   DIFFEO_TEST_BACKENDS) {
+  check_all_downsample_bands<B>();
+#if defined(DIFFEO_ENABLE_TBB)
+  // Eight threads make eight bands, thinner than the kernel along y.
+  if constexpr (std::is_same_v<B, backend::tbb>) {
+    tbb::global_control limit(tbb::global_control::max_allowed_parallelism, 8);
+    tbb::task_arena eight(8);
+    eight.execute([] {
+      REQUIRE(thread_count(backend::tbb{}) == 8);
+      check_all_downsample_bands<B>();
+    });
+  }
+#endif
 }
 
 /// Linear interpolation of `c` (extents `ce`, `n` scalars per point) at p / 2 along every

@@ -132,8 +132,9 @@ TEST_CASE("downsample is smoothing followed by keeping the even voxels") {
   }
 }
 
-/// The CPU backends downsample in one sweep, band by band: it equals the passes one by one
-/// bit for bit, and smoothing followed by keeping the even voxels up to rounding.
+/// The CPU backends downsample (and its transpose) in one sweep, band by band: it equals the
+/// passes one by one bit for bit, and smoothing followed by keeping the even voxels up to
+/// rounding. (The transpose's values are checked by the adjoint test below.)
 template <class B, class S, int Dim, class Boundary>
 void check_downsample_bands(const extents<Dim>& e, double sigma) {
   image<S, Dim, host> fh(e, 3);
@@ -147,6 +148,16 @@ void check_downsample_bands(const extents<Dim>& e, double sigma) {
   const auto by_pass = to_host(passes);
   int differ = 0;
   for (index_t i = 0; i < swept.size(); ++i) differ += swept[i] != by_pass[i];
+  CHECK(differ == 0);
+  // The transpose (the coarse result as grad_coarse): its sweep against its passes.
+  const auto g = to_backend<B>(swept);
+  image<S, Dim, B> vjp(e, 3), vjp_passes(e, 3);
+  downsample_vjp(B{}, g.view(), vjp.view(), sigma, Boundary{});
+  detail::downsample_filter<S>(e, 3, sigma, "test")
+      .template apply_in_passes<Boundary>(B{}, g.data(), vjp_passes.data(), true);
+  const auto vjp_h = to_host(vjp), vjp_by_pass = to_host(vjp_passes);
+  differ = 0;
+  for (index_t i = 0; i < vjp_h.size(); ++i) differ += vjp_h[i] != vjp_by_pass[i];
   CHECK(differ == 0);
   const auto s = to_host(smooth(f, gaussian_kernel<Dim>(sigma), Boundary{}));
   const double tol = std::is_same_v<S, float> ? 1e-5 : 1e-13;
@@ -167,6 +178,7 @@ void check_all_downsample_bands() {
   check_downsample_bands<B, double, 3, boundary::reflection>(make_extents(14, 30, 23), 1.7);
   // Rows shorter than the kernel (9 and 17 taps), one coarse row per band.
   check_downsample_bands<B, double, 3, boundary::zeros>(make_extents(3, 5, 9), 2.0);
+  check_downsample_bands<B, float, 2, boundary::border>(make_extents(4, 7), 3.0);
 }
 
 TEST_CASE_TEMPLATE("downsampling in bands of rows equals the passes one by one", B,

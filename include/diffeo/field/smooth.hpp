@@ -608,8 +608,9 @@ struct separable_filter {
       const std::less<const S*> before;
       const bool apart = !before(from, to + y_ext.count() * width) ||
                          !before(to, from + x_ext.count() * width);
-      if (rows && step > 1 && !transposed && apart)
-        return apply_strided_sweep<Boundary>(be, from, to);
+      if (rows && step > 1 && apart)
+        return transposed ? apply_strided_transpose_sweep<Boundary>(be, from, to)
+                          : apply_strided_sweep<Boundary>(be, from, to);
     }
     apply_in_passes<Boundary>(be, from, to, transposed);
   }
@@ -933,6 +934,81 @@ struct separable_filter {
             slabs[k] = z_ring + slot * slab;
           }
           weighted_rows(to + (z * my + y0) * len, slabs, t.weight, t.count, (y1 - y0) * len);
+        }
+      }
+    });
+  }
+
+  /// x = Fᵀ y with a stride (`downsample_vjp`) in one sweep (CPU backends, `to` apart from
+  /// `from`), in the transposed passes' order z, y, x: each task takes a band of output rows
+  /// [y0, y1); per output slab, the input rows the band reads are summed along z (the
+  /// inputs that reach the slab, with their weights) into a buffer, and each output row is
+  /// those rows summed along y the same way, then spread along x by the transpose of the x
+  /// pass (`conv_axis_adjoint_kernel::row`). The same sums as the passes, so the same bits.
+  template <class Boundary, class Backend>
+  void apply_strided_transpose_sweep(Backend be, const S* from, S* to) const {
+    const index_t ny = x_ext[1], my = y_ext[1];
+    const index_t out_len = x_ext[0] * width, len = y_ext[0] * width;  // scalars per row
+    std::vector<S> h[Dim];
+    index_t r[Dim];
+    for (int a = 0; a < Dim; ++a) {
+      h[a].assign(w[a].begin(), w[a].end());
+      r[a] = (static_cast<index_t>(w[a].size()) - 1) / 2;
+    }
+    // The inputs reaching each output index along y and z, in the passes' order.
+    struct gather_list {
+      std::vector<index_t> first{0}, src;
+      std::vector<S> weight;
+    } lists[Dim];
+    for (int a = 1; a < Dim; ++a) {
+      const conv_axis_adjoint_kernel<Boundary, S, Dim> adjoint{
+          nullptr, nullptr, y_ext, x_ext[a], a, width, step, h[a].data(), r[a],
+          is_symmetric(w[a])};
+      for (index_t o = 0; o < x_ext[a]; ++o) {
+        adjoint.gather(o, [&](index_t m, S wt) {
+          lists[a].src.push_back(m), lists[a].weight.push_back(wt);
+        });
+        lists[a].first.push_back(static_cast<index_t>(lists[a].src.size()));
+      }
+    }
+    extents<Dim> row_ext = y_ext;
+    for (int a = 1; a < Dim; ++a) row_ext[a] = 1;
+    conv_axis_adjoint_kernel<Boundary, S, Dim> along_x{nullptr, nullptr, row_ext, x_ext[0], 0,
+                                                      width, step, h[0].data(), r[0],
+                                                      is_symmetric(w[0])};
+    gather_table x_table;
+    if (!along_x.symmetric) x_table.fill(along_x), x_table.attach(along_x);
+    const index_t bands = std::min<index_t>(ny, thread_count(be));
+    for_each_task(be, bands, [&](index_t b) {
+      const index_t y0 = b * ny / bands, y1 = (b + 1) * ny / bands;
+      const gather_list& ly = lists[1];
+      index_t c0 = my, c1 = 0;  // the input rows the band reads: [c0, c1)
+      for (index_t e = ly.first[y0]; e < ly.first[y1]; ++e)
+        c0 = std::min(c0, ly.src[e]), c1 = std::max(c1, ly.src[e] + 1);
+      c1 = std::max(c0, c1);
+      const thread_scratch<S, struct strided_transpose_rows> store(
+          static_cast<std::size_t>(len + (Dim == 3 ? (c1 - c0) * len : 0)));
+      S* const summed = store.data();  // an output row summed along z and y
+      S* const slab = summed + len;     // 3D: the band's input rows summed along z
+      const S* rows[max_row_taps];
+      for (index_t z = 0; z < (Dim == 3 ? x_ext[Dim - 1] : 1); ++z) {
+        const S* in = from;  // input row c of the z sum: in + (c − c0) len
+        if constexpr (Dim == 3) {
+          const gather_list& lz = lists[2];
+          const index_t e0 = lz.first[z], count = lz.first[z + 1] - e0;
+          for (index_t e = 0; e < count; ++e) rows[e] = from + (lz.src[e0 + e] * my + c0) * len;
+          weighted_rows(slab, rows, lz.weight.data() + e0, int(count), (c1 - c0) * len);
+          in = slab;
+        } else {
+          in = from + c0 * len;
+        }
+        for (index_t y = y0; y < y1; ++y) {
+          const index_t e0 = ly.first[y], count = ly.first[y + 1] - e0;
+          for (index_t e = 0; e < count; ++e) rows[e] = in + (ly.src[e0 + e] - c0) * len;
+          weighted_rows(summed, rows, ly.weight.data() + e0, int(count), len);
+          auto k = along_x;
+          k.y = summed, k.x = to + (z * ny + y) * out_len;
+          k.row(0, index_vec<Dim>{}, x_ext[0]);
         }
       }
     });

@@ -116,9 +116,7 @@ TEST_CASE("transform_reduce_rows sums a row at a time, the same bits on every ho
   check_reduce_rows<backend::serial>();
 #if defined(DIFFEO_ENABLE_TBB)
   check_reduce_rows<backend::tbb>();
-  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, 8);
-  tbb::task_arena eight(8);
-  eight.execute([] { check_reduce_rows<backend::tbb>(); });
+  test::on_threads(8, [] { check_reduce_rows<backend::tbb>(); });
 #endif
 }
 

@@ -8,11 +8,6 @@
 
 #include "support/backends.hpp"
 
-#if defined(DIFFEO_ENABLE_TBB)
-#  include <oneapi/tbb/global_control.h>
-#  include <oneapi/tbb/task_arena.h>
-#endif
-
 using namespace diffeo;
 using host = backend::serial;
 
@@ -176,7 +171,7 @@ void check_all_downsample_bands() {
   check_downsample_bands<B, double, 2, boundary::zeros>(make_extents(20, 44), 2.3);
   check_downsample_bands<B, float, 3, boundary::border>(make_extents(13, 29, 31), 1.0);
   check_downsample_bands<B, double, 3, boundary::reflection>(make_extents(14, 30, 23), 1.7);
-  // Rows shorter than the kernel (9 and 17 taps), one coarse row per band.
+  // Rows shorter than the kernel (17 and 25 taps); on eight threads, one coarse row per band.
   check_downsample_bands<B, double, 3, boundary::zeros>(make_extents(3, 5, 9), 2.0);
   check_downsample_bands<B, float, 2, boundary::border>(make_extents(4, 7), 3.0);
 }
@@ -186,14 +181,11 @@ TEST_CASE_TEMPLATE("downsampling in bands of rows equals the passes one by one",
   check_all_downsample_bands<B>();
 #if defined(DIFFEO_ENABLE_TBB)
   // Eight threads make eight bands, thinner than the kernel along y.
-  if constexpr (std::is_same_v<B, backend::tbb>) {
-    tbb::global_control limit(tbb::global_control::max_allowed_parallelism, 8);
-    tbb::task_arena eight(8);
-    eight.execute([] {
+  if constexpr (std::is_same_v<B, backend::tbb>)
+    test::on_threads(8, [] {
       REQUIRE(thread_count(backend::tbb{}) == 8);
       check_all_downsample_bands<B>();
     });
-  }
 #endif
 }
 

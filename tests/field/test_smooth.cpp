@@ -8,11 +8,6 @@
 
 #include "support/backends.hpp"
 
-#if defined(DIFFEO_ENABLE_TBB)
-#  include <oneapi/tbb/global_control.h>
-#  include <oneapi/tbb/task_arena.h>
-#endif
-
 using namespace diffeo;
 using host = backend::serial;
 
@@ -196,14 +191,11 @@ TEST_CASE_TEMPLATE("smoothing in bands of rows equals the passes one by one", B,
   check_all_bands<B>(std::is_same_v<B, backend::serial>);
 #if defined(DIFFEO_ENABLE_TBB)
   // Eight threads make eight bands, thinner than the kernel along y (21 and 17 taps).
-  if constexpr (std::is_same_v<B, backend::tbb>) {
-    tbb::global_control limit(tbb::global_control::max_allowed_parallelism, 8);
-    tbb::task_arena eight(8);
-    eight.execute([] {
+  if constexpr (std::is_same_v<B, backend::tbb>)
+    test::on_threads(8, [] {
       REQUIRE(thread_count(backend::tbb{}) == 8);
       check_all_bands<B>(false);
     });
-  }
 #endif
 }
 

@@ -4,6 +4,11 @@
 
 #include <diffeo/core.hpp>
 
+#if defined(DIFFEO_ENABLE_TBB)
+#  include <oneapi/tbb/global_control.h>
+#  include <oneapi/tbb/task_arena.h>
+#endif
+
 #if defined(DIFFEO_ENABLE_TBB) && defined(DIFFEO_ENABLE_THRUST)
 #  define DIFFEO_TEST_BACKENDS diffeo::backend::serial, diffeo::backend::tbb, diffeo::backend::thrust
 #elif defined(DIFFEO_ENABLE_TBB)
@@ -21,5 +26,16 @@ namespace diffeo::test {
 /// contracted multiply-adds on a GPU).
 template <class B>
 inline constexpr bool bitwise_like_serial = !std::is_same_v<B, diffeo::backend::thrust>;
+
+#if defined(DIFFEO_ENABLE_TBB)
+/// Runs `f` in an arena of `n` oneTBB threads, allowed past the machine's core count (more
+/// bands than cores: bands thinner than a kernel).
+template <class F>
+void on_threads(int n, const F& f) {
+  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, std::size_t(n));
+  tbb::task_arena arena(n);
+  arena.execute(f);
+}
+#endif
 
 }  // namespace diffeo::test

@@ -678,6 +678,20 @@ struct separable_filter {
     }
   };
 
+  /// The kernels in S and their radii, per axis (the CPU sweeps).
+  struct axis_taps {
+    std::vector<S> h[Dim];
+    index_t r[Dim];
+  };
+  axis_taps taps_per_axis() const {
+    axis_taps k;
+    for (int a = 0; a < Dim; ++a) {
+      k.h[a].assign(w[a].begin(), w[a].end());
+      k.r[a] = (static_cast<index_t>(w[a].size()) - 1) / 2;
+    }
+    return k;
+  }
+
   /// y = F x with every pass in one sweep over memory (CPU backends, unit step; `from` may
   /// be `to`): each task takes a band of rows (the y range [y0, y1)); each of its rows is
   /// the input rows around it summed along y, then filtered along x, into the output (2D) or
@@ -703,12 +717,9 @@ struct separable_filter {
     // would evict each other.
     constexpr index_t line = 64 / sizeof(S);
     const auto padded = [](index_t n) { return (n + line - 1) / line * line + line; };
-    std::vector<S> h[Dim];
-    index_t r[Dim];
-    for (int a = 0; a < Dim; ++a) {
-      h[a].assign(w[a].begin(), w[a].end());
-      r[a] = (static_cast<index_t>(w[a].size()) - 1) / 2;
-    }
+    const axis_taps kernels = taps_per_axis();
+    const auto& h = kernels.h;
+    const auto& r = kernels.r;
     const conv_axis_kernel<Boundary, S, Dim> along_x{from, nullptr, x_ext, 0, width, 1,
                                                      h[0].data(), r[0]};
     // Transposed, the x pass of a row is `conv_axis_adjoint_kernel::x_row_padded` (a
@@ -877,12 +888,9 @@ struct separable_filter {
     const index_t input_rows = x_ext.count() / x_ext[0];
     constexpr index_t line = 64 / sizeof(S);  // as in `apply_in_one_sweep`
     const auto padded = [](index_t n) { return (n + line - 1) / line * line + line; };
-    std::vector<S> h[Dim];
-    index_t r[Dim];
-    for (int a = 0; a < Dim; ++a) {
-      h[a].assign(w[a].begin(), w[a].end());
-      r[a] = (static_cast<index_t>(w[a].size()) - 1) / 2;
-    }
+    const axis_taps kernels = taps_per_axis();
+    const auto& h = kernels.h;
+    const auto& r = kernels.r;
     const conv_axis_kernel<Boundary, S, Dim> along_x{from, nullptr, x_ext, 0, width, step,
                                                      h[0].data(), r[0]};
     // Boundary maps are 1-Lipschitz: the taps of output o lie in [step o − r, step o + r],
@@ -949,13 +957,11 @@ struct separable_filter {
   void apply_strided_transpose_sweep(Backend be, const S* from, S* to) const {
     const index_t ny = x_ext[1], my = y_ext[1];
     const index_t out_len = x_ext[0] * width, len = y_ext[0] * width;  // scalars per row
-    std::vector<S> h[Dim];
-    index_t r[Dim];
-    for (int a = 0; a < Dim; ++a) {
-      h[a].assign(w[a].begin(), w[a].end());
-      r[a] = (static_cast<index_t>(w[a].size()) - 1) / 2;
-    }
-    // The inputs reaching each output index along y and z, in the passes' order.
+    const axis_taps kernels = taps_per_axis();
+    const auto& h = kernels.h;
+    const auto& r = kernels.r;
+    // The inputs reaching each output index along y and z, in the passes' order: one entry
+    // per input, at most 2r / step + 1 ≤ max_row_taps of them.
     struct gather_list {
       std::vector<index_t> first{0}, src;
       std::vector<S> weight;

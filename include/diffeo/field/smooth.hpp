@@ -506,21 +506,20 @@ struct conv_axis_adjoint_kernel {
     }
     p[0] = 0;
     const S* src = y + y_ext.linear(p) * width;
-    if (fast) {  // through a copy with room for the ends (`x_row_padded`)
-      const thread_scratch<S, struct adjoint_row> row(std::size_t((n + 4 * r) * width));
-      std::copy_n(src, n * width, row.data() + 2 * r * width);
-      return x_row_padded(row.data(), x + i * width);
-    }
-    if (step > 1 && symmetric && taps <= max_row_taps) {
-      // The transpose of keeping every step-th point of the unit-step filter: the unit-step
-      // transpose of the row spread out with zeros in between, in vector code (the gather
-      // point by point took nine tenths of `downsample_vjp`).
+    if (symmetric && taps <= max_row_taps) {  // through a copy with room for the ends
+      // With a stride, the transpose of keeping every step-th point of the unit-step filter:
+      // the unit-step transpose of the row spread out with zeros in between, in vector
+      // code (the gather point by point took nine tenths of `downsample_vjp`).
       const thread_scratch<S, struct adjoint_row> row(std::size_t((n + 4 * r) * width));
       S* const spread = row.data() + 2 * r * width;
-      std::fill_n(spread, n * width, S(0));
-      for (int c = 0; c < width; ++c)
-        for (index_t o = 0; o < y_ext[0] && step * o < n; ++o)
-          spread[step * o * width + c] = src[o * width + c];
+      if (step == 1) {
+        std::copy_n(src, n * width, spread);
+      } else {
+        std::fill_n(spread, n * width, S(0));
+        for (int c = 0; c < width; ++c)
+          for (index_t o = 0; o < y_ext[0] && step * o < n; ++o)
+            spread[step * o * width + c] = src[o * width + c];
+      }
       return x_row_padded(row.data(), x + i * width);
     }
     const auto rest = [&](index_t xo) {
@@ -692,6 +691,49 @@ struct separable_filter {
     return k;
   }
 
+  /// The taps along axis a (y or z) of every output index, for the CPU sweeps: forward,
+  /// the window at step·o through the boundary; transposed, the inputs that reach o
+  /// (`conv_axis_adjoint_kernel::gather`: one entry per input, at most 2r / step + 1 ≤
+  /// max_row_taps). `plain` marks the unit-step outputs whose taps are o − r + k with
+  /// weight w[k].
+  struct tap_list {
+    std::vector<index_t> first{0}, src;
+    std::vector<S> weight;
+    std::vector<char> plain;
+    struct span {
+      const index_t* src;
+      const S* weight;
+      int count;
+    };
+    span operator[](index_t o) const {
+      return {src.data() + first[o], weight.data() + first[o], int(first[o + 1] - first[o])};
+    }
+  };
+  template <class Boundary>
+  tap_list taps_along(int a, const axis_taps& k, bool transposed) const {
+    tap_list l;
+    const index_t r = k.r[a], taps = 2 * r + 1, outputs = transposed ? x_ext[a] : y_ext[a];
+    const S* h = k.h[a].data();
+    const auto add = [&](index_t m, S wt) { l.src.push_back(m), l.weight.push_back(wt); };
+    const conv_axis_adjoint_kernel<Boundary, S, Dim> adjoint{
+        nullptr, nullptr, y_ext, x_ext[a], a, width, step, h, r, is_symmetric(w[a])};
+    for (index_t o = 0; o < outputs; ++o) {
+      if (transposed) {
+        adjoint.gather(o, add);
+      } else {
+        const window_taps<Boundary, S> t(step * o - r, x_ext[a], h, taps);
+        for (int j = 0; j < t.count; ++j) add(t.src[j], t.weight[j]);
+      }
+      const index_t e0 = l.first.back(), e1 = static_cast<index_t>(l.src.size());
+      bool plain = step == 1 && e1 - e0 == taps;
+      for (index_t j = 0; plain && j < taps; ++j)
+        plain = l.src[e0 + j] == o - r + j && l.weight[e0 + j] == h[j];
+      l.first.push_back(e1);
+      l.plain.push_back(plain);
+    }
+    return l;
+  }
+
   /// y = F x with every pass in one sweep over memory (CPU backends, unit step; `from` may
   /// be `to`): each task takes a band of rows (the y range [y0, y1)); each of its rows is
   /// the input rows around it summed along y, then filtered along x, into the output (2D) or
@@ -744,42 +786,8 @@ struct separable_filter {
     // those of z_block outputs span 2r + z_block indices: a ring of 2r + z_block slabs keyed
     // by index mod 2r + z_block holds them. `plain` marks the outputs whose taps are
     // o − r + k with weight w[k], which the z pass sums z_block at a time.
-    struct tap_list {
-      std::vector<index_t> first{0}, src;
-      std::vector<S> weight;
-      std::vector<char> plain;
-    } lists[Dim];
-    for (int a = 1; a < Dim; ++a) {
-      tap_list& l = lists[a];
-      const index_t n = x_ext[a], taps = 2 * r[a] + 1;
-      const auto add = [&](index_t m, S wt) { l.src.push_back(m), l.weight.push_back(wt); };
-      const conv_axis_adjoint_kernel<Boundary, S, Dim> adjoint{
-          nullptr, nullptr, x_ext, n, a, width, 1, h[a].data(), r[a], is_symmetric(w[a])};
-      for (index_t o = 0; o < n; ++o) {
-        if (transposed) {
-          adjoint.gather(o, add);
-        } else {
-          const window_taps<Boundary, S> t(o - r[a], n, h[a].data(), taps);
-          for (int k = 0; k < t.count; ++k) add(t.src[k], t.weight[k]);
-        }
-        const index_t e0 = l.first.back(), e1 = static_cast<index_t>(l.src.size());
-        bool plain = e1 - e0 == taps;
-        for (index_t k = 0; plain && k < taps; ++k)
-          plain = l.src[e0 + k] == o - r[a] + k && l.weight[e0 + k] == h[a][k];
-        l.first.push_back(e1);
-        l.plain.push_back(plain);
-      }
-    }
-    struct tap_span {
-      const index_t* src;
-      const S* weight;
-      int count;
-    };
-    const auto taps = [&](int a, index_t o) {
-      const tap_list& l = lists[a];
-      return tap_span{l.src.data() + l.first[o], l.weight.data() + l.first[o],
-                      int(l.first[o + 1] - l.first[o])};
-    };
+    tap_list lists[Dim];
+    for (int a = 1; a < Dim; ++a) lists[a] = taps_along<Boundary>(a, kernels, transposed);
     // Band b: rows [y0, y1); it reads rows [m0, y0) and [y1, m1) of its neighbours.
     const auto band = [&](index_t b, index_t& y0, index_t& y1, index_t& m0, index_t& m1) {
       y0 = b * ny / bands, y1 = (b + 1) * ny / bands;
@@ -817,7 +825,7 @@ struct separable_filter {
       };
       // Output row y of slab z (0 in 2D), filtered along y and x, into `out`.
       const auto filter_yx = [&](index_t z, index_t y, S* out) {
-        const auto t = taps(1, y);
+        const auto t = lists[1][y];
         for (int k = 0; k < t.count; ++k) rows[k] = input_row(z, t.src[k]);
         if (y + r[1] + 1 < ny) prefetch_row(from + (z * ny + y + r[1] + 1) * len, len);
         weighted_rows(summed + 2 * r[0] * width, rows, t.weight, t.count, len);
@@ -865,7 +873,7 @@ struct separable_filter {
             weighted_rows_blocked<z_block>(outs, slabs, h[2].data(), int(2 * r[2] + 1), band_len);
             z += z_block;
           } else {
-            const auto t = taps(2, z);
+            const auto t = lists[2][z];
             for (int k = 0; k < t.count; ++k) slabs[k] = slab_of(t.src[k]);
             weighted_rows(to + (z * ny + y0) * len, slabs, t.weight, t.count, band_len);
             ++z;
@@ -897,6 +905,8 @@ struct separable_filter {
     // so rings of 2r + 1 rows (slabs) keyed by index mod 2r + 1 hold every tap of the
     // output being summed, and outputs in order only evict what no later one reads.
     const index_t ring_rows = 2 * r[1] + 1, ring_slabs = Dim == 3 ? 2 * r[Dim - 1] + 1 : 0;
+    tap_list lists[Dim];
+    for (int a = 1; a < Dim; ++a) lists[a] = taps_along<Boundary>(a, kernels, false);
     const index_t bands = std::min<index_t>(my, thread_count(be));
     for_each_task(be, bands, [&](index_t b) {
       const index_t y0 = b * my / bands, y1 = (b + 1) * my / bands;
@@ -911,7 +921,7 @@ struct separable_filter {
       const auto filter_xy = [&](index_t z, S* out) {
         std::fill(row_tag.begin(), row_tag.end(), index_t(-1));
         for (index_t y = y0; y < y1; ++y) {
-          const window_taps<Boundary, S> t(step * y - r[1], ny, h[1].data(), 2 * r[1] + 1);
+          const auto t = lists[1][y];
           for (int k = 0; k < t.count; ++k) {
             const index_t m = t.src[k], slot = m % ring_rows;
             S* const dst = row_ring + slot * row;
@@ -934,8 +944,7 @@ struct separable_filter {
         std::vector<index_t> z_tag(static_cast<std::size_t>(ring_slabs), index_t(-1));
         const S* slabs[max_row_taps];
         for (index_t z = 0; z < y_ext[Dim - 1]; ++z) {
-          const window_taps<Boundary, S> t(step * z - r[2], x_ext[Dim - 1], h[2].data(),
-                                           2 * r[2] + 1);
+          const auto t = lists[2][z];
           for (int k = 0; k < t.count; ++k) {
             const index_t m = t.src[k], slot = m % ring_slabs;
             if (z_tag[slot] != m) filter_xy(m, z_ring + slot * slab), z_tag[slot] = m;
@@ -960,23 +969,8 @@ struct separable_filter {
     const axis_taps kernels = taps_per_axis();
     const auto& h = kernels.h;
     const auto& r = kernels.r;
-    // The inputs reaching each output index along y and z, in the passes' order: one entry
-    // per input, at most 2r / step + 1 ≤ max_row_taps of them.
-    struct gather_list {
-      std::vector<index_t> first{0}, src;
-      std::vector<S> weight;
-    } lists[Dim];
-    for (int a = 1; a < Dim; ++a) {
-      const conv_axis_adjoint_kernel<Boundary, S, Dim> adjoint{
-          nullptr, nullptr, y_ext, x_ext[a], a, width, step, h[a].data(), r[a],
-          is_symmetric(w[a])};
-      for (index_t o = 0; o < x_ext[a]; ++o) {
-        adjoint.gather(o, [&](index_t m, S wt) {
-          lists[a].src.push_back(m), lists[a].weight.push_back(wt);
-        });
-        lists[a].first.push_back(static_cast<index_t>(lists[a].src.size()));
-      }
-    }
+    tap_list lists[Dim];
+    for (int a = 1; a < Dim; ++a) lists[a] = taps_along<Boundary>(a, kernels, true);
     extents<Dim> row_ext = y_ext;
     for (int a = 1; a < Dim; ++a) row_ext[a] = 1;
     conv_axis_adjoint_kernel<Boundary, S, Dim> along_x{nullptr, nullptr, row_ext, x_ext[0], 0,
@@ -987,7 +981,7 @@ struct separable_filter {
     const index_t bands = std::min<index_t>(ny, thread_count(be));
     for_each_task(be, bands, [&](index_t b) {
       const index_t y0 = b * ny / bands, y1 = (b + 1) * ny / bands;
-      const gather_list& ly = lists[1];
+      const tap_list& ly = lists[1];
       index_t c0 = my, c1 = 0;  // the input rows the band reads: [c0, c1)
       for (index_t e = ly.first[y0]; e < ly.first[y1]; ++e)
         c0 = std::min(c0, ly.src[e]), c1 = std::max(c1, ly.src[e] + 1);
@@ -1000,18 +994,17 @@ struct separable_filter {
       for (index_t z = 0; z < (Dim == 3 ? x_ext[Dim - 1] : 1); ++z) {
         const S* in = from;  // input row c of the z sum: in + (c − c0) len
         if constexpr (Dim == 3) {
-          const gather_list& lz = lists[2];
-          const index_t e0 = lz.first[z], count = lz.first[z + 1] - e0;
-          for (index_t e = 0; e < count; ++e) rows[e] = from + (lz.src[e0 + e] * my + c0) * len;
-          weighted_rows(slab, rows, lz.weight.data() + e0, int(count), (c1 - c0) * len);
+          const auto t = lists[2][z];
+          for (int e = 0; e < t.count; ++e) rows[e] = from + (t.src[e] * my + c0) * len;
+          weighted_rows(slab, rows, t.weight, t.count, (c1 - c0) * len);
           in = slab;
         } else {
           in = from + c0 * len;
         }
         for (index_t y = y0; y < y1; ++y) {
-          const index_t e0 = ly.first[y], count = ly.first[y + 1] - e0;
-          for (index_t e = 0; e < count; ++e) rows[e] = in + (ly.src[e0 + e] - c0) * len;
-          weighted_rows(summed, rows, ly.weight.data() + e0, int(count), len);
+          const auto t = ly[y];
+          for (int e = 0; e < t.count; ++e) rows[e] = in + (t.src[e] - c0) * len;
+          weighted_rows(summed, rows, t.weight, t.count, len);
           auto k = along_x;
           k.y = summed, k.x = to + (z * ny + y) * out_len;
           k.row(0, index_vec<Dim>{}, x_ext[0]);

@@ -178,8 +178,9 @@ void register_dim(const std::vector<int>& threads) {
   // ---- invert ---------------------------------------------------------------------------
   // invert (W4 u, 10 updates: tolerances 0, max_iterations 10; border boundary, the
   // default), per call, items = points: reads u, writes w: 2 V (16 / 24 B). Each call
-  // first zeroes w (the start of `invert(u)`; one write pass, timed), then runs 11 residual
-  // reductions and 10 in-place updates.
+  // first zeroes w (the start of `invert(u)`; one write pass, timed), then runs 11 passes
+  // (each but the first updates w from the last residual, then writes the new residual to
+  // a field that `invert` allocates and folds its norms).
   reg("invert_10it", s4, n4, 2 * V, threads, [] {
     struct st {
       vfield<Dim> u = db::to_vector_field<B>(w4_u<Dim>()), w{u.ext()};

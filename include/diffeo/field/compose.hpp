@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "../core/backend.hpp"
+#include "../core/detail/thread_scratch.hpp"
 #include "../core/field.hpp"
 #include "../core/scatter.hpp"
 #include "../sample/interpolate.hpp"
@@ -130,15 +131,18 @@ void run_linear_row(const Kernel& k, const_vector_view<S, Dim> u, index_t i, ind
 
 /// w(p) = sv·v(p) + su·u(p + sv·v(p)). Plain composition has su = sv = 1; the first
 /// squaring of `exp` has su = sv = ±2⁻ᴺ, so the scaling costs no pass of its own (powers of
-/// two scale exactly: the result equals scaling first, then squaring).
+/// two scale exactly: the result equals scaling first, then squaring). Point i is written
+/// to w[i − out_first]: a nonzero `out_first` puts a row into a buffer of its own.
 template <class Boundary, class S, int Dim>
 struct compose_kernel {
   const_vector_view<S, Dim> u, v;
   vector_view<S, Dim> w;
   S su, sv;
+  index_t out_first = 0;
   DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
     const vec<S, Dim> b = v[i] * sv;
-    w[i] = b + sample(u, p.template cast<S>() + b, interp::linear{}, Boundary{}) * su;
+    const vec<S, Dim> s = sample(u, p.template cast<S>() + b, interp::linear{}, Boundary{});
+    w[i - out_first] = b + s * su;
   }
 #if defined(DIFFEO_HAVE_AVX2)
   /// Blocks of 8 points of a row with AVX2 (u read as a Dim-channel float image); points
@@ -151,7 +155,7 @@ struct compose_kernel {
         block, v.data + i, p, n, sv,
         [&](index_t x, const auto& b) DIFFEO_INLINE_AVX2_LAMBDA {
           const float* vf = reinterpret_cast<const float*>(v.data + i + x);
-          float* wf = reinterpret_cast<float*>(w.data + i + x);
+          float* wf = reinterpret_cast<float*>(w.data + (i - out_first) + x);
           if (!in_place) return block.template finish<Dim>(b, wf, store_affine{wf, vf, sv, su});
           float sampled[8 * Dim];  // in place, w = v + u(p + v) is summed after sampling
           const int rest = block.template finish<Dim>(b, sampled);
@@ -159,7 +163,7 @@ struct compose_kernel {
             if ((rest >> l) & 1) continue;
             vec<S, Dim> s;
             for (int a = 0; a < Dim; ++a) s[a] = sampled[l * Dim + a];
-            w[i + x + l] = v[i + x + l] * sv + s * su;
+            w[i - out_first + x + l] = v[i + x + l] * sv + s * su;
           }
           return rest;
         },
@@ -187,28 +191,71 @@ struct norm_stats_op {
   }
 };
 
-/// |compose(u, v)(p)| computed on the fly, without writing the composition: the
-/// inverse-consistency error of `exp` and the residual of `invert`.
+/// The statistics of one vector's norm (in double): a non-finite norm only counts.
+template <class S, int Dim>
+DIFFEO_HD norm_stats norm_stats_of(const vec<S, Dim>& a) {
+  using std::isfinite;
+  const double n = norm(a.template cast<double>());
+  if (!isfinite(n)) return {0.0, 0.0, 1};
+  return {n, n, 0};
+}
+
+/// |f(p)| folded by `norm_stats_op`.
+template <class S, int Dim>
+struct vector_norm_map {
+  const_vector_view<S, Dim> f;
+  DIFFEO_HD norm_stats operator()(index_t i) const { return norm_stats_of(f[i]); }
+};
+
+/// |compose(u, v)(p)| computed on the fly, without writing the composition (Thrust's form
+/// of `compose_norm_stats`).
 template <class Boundary, class S, int Dim>
 struct compose_norm_map {
   const_vector_view<S, Dim> u, v;
   DIFFEO_HD norm_stats operator()(index_t i) const {
-    using std::isfinite;
     const vec<S, Dim> b = v[i];
-    const vec<S, Dim> w =
-        b + sample(u, v.ext.unravel(i).template cast<S>() + b, interp::linear{}, Boundary{});
-    const double n = norm(w.template cast<double>());
-    if (!isfinite(n)) return {0.0, 0.0, 1};
-    return {n, n, 0};
+    return norm_stats_of<S, Dim>(
+        b + sample(u, v.ext.unravel(i).template cast<S>() + b, interp::linear{}, Boundary{}));
   }
 };
 
-/// Norm statistics of `compose(u, v)` over all points.
+/// One row of a composition (the kernel's row kernel, into its output), and the norm
+/// statistics of the row it wrote.
+template <class Boundary, class S, int Dim>
+norm_stats compose_row_stats(const compose_kernel<Boundary, S, Dim>& k, index_t i,
+                             const index_vec<Dim>& p, index_t n) {
+  k.row(i, p, n);
+  const vec<S, Dim>* w = k.w.data + (i - k.out_first);
+  norm_stats acc{0.0, 0.0, 0};
+  for (index_t x = 0; x < n; ++x) acc = norm_stats_op{}(acc, norm_stats_of(w[x]));
+  return acc;
+}
+
+/// Norm statistics of `compose(u, v)` over all points (the inverse-consistency error of
+/// `exp`, the residual of `invert`); the composition is also written to `out` unless that
+/// is empty. On the CPU backends a row at a time: the composition's row kernel (SIMD) into
+/// `out` or a per-thread row, then the row's norms.
 template <class Boundary, class Backend, class S, int Dim>
 norm_stats compose_norm_stats(Backend be, const_vector_view<S, Dim> u,
-                              const_vector_view<S, Dim> v) {
-  return transform_reduce(be, v.points(), norm_stats{0.0, 0.0, 0},
-                          compose_norm_map<Boundary, S, Dim>{u, v}, norm_stats_op{});
+                              const_vector_view<S, Dim> v, vector_view<S, Dim> out = {}) {
+  const norm_stats none{0.0, 0.0, 0};
+  if constexpr (is_host_backend<Backend>) {
+    using kernel = compose_kernel<Boundary, S, Dim>;
+    const auto row_map = [&](index_t i, const index_vec<Dim>& p, index_t n) {
+      if (out.data) return compose_row_stats(kernel{u, v, out, S(1), S(1)}, i, p, n);
+      const thread_scratch<vec<S, Dim>, struct composed_row> row(static_cast<std::size_t>(n));
+      const vector_view<S, Dim> to_row{row.data(), v.ext};
+      return compose_row_stats(kernel{u, v, to_row, S(1), S(1), i}, i, p, n);
+    };
+    return transform_reduce_rows(be, v.ext, none, row_map, norm_stats_op{});
+  } else {
+    if (!out.data)
+      return transform_reduce(be, v.points(), none, compose_norm_map<Boundary, S, Dim>{u, v},
+                              norm_stats_op{});
+    for_each_point(be, v.ext, compose_kernel<Boundary, S, Dim>{u, v, out, S(1), S(1)});
+    return transform_reduce(be, v.points(), none, vector_norm_map<S, Dim>{as_const(out)},
+                            norm_stats_op{});
+  }
 }
 
 /// out(p) = g(p) + (∇u)(q)ᵀ g(p), q = p + v(p): the pointwise part of the composition's VJP.

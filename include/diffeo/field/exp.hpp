@@ -128,18 +128,6 @@ struct scaled_copy_kernel {
   DIFFEO_HD void operator()(index_t i) const { out[i] = v[i] * s; }
 };
 
-/// |v(p)| for the automatic N.
-template <class S, int Dim>
-struct vector_norm_map {
-  const_vector_view<S, Dim> v;
-  DIFFEO_HD norm_stats operator()(index_t i) const {
-    using std::isfinite;
-    const double n = norm(v[i].template cast<double>());
-    if (!isfinite(n)) return {0.0, 0.0, 1};
-    return {n, n, 0};
-  }
-};
-
 template <class Backend, class S, int Dim>
 int exp_count(Backend be, const_vector_view<S, Dim> v, const exp_options& opts,
               const std::string& fn) {

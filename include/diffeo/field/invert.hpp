@@ -6,11 +6,13 @@
 ///   w(p) ← w(p) − ε · min(1, ε·max|e| / |e(p)|) · e(p)     ε = 0.75 first, then 0.5
 ///
 /// so every step is bounded by ε² times the largest residual. The residual at p depends on
-/// w(p) alone, so the update runs in place and needs no extra field; its statistics are a
-/// reduction computed on the fly. Units: voxels. See docs/field.md.
+/// w(p) alone, so each iteration is one pass: the update of w(p) from the last residual
+/// (kept in a field, as the update needs its max first), then the new residual and its
+/// norm, a row at a time on the CPU backends. Units: voxels. See docs/field.md.
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "compose.hpp"
@@ -38,7 +40,7 @@ struct invert_report {
 /// Replaces `w` (on entry the initial estimate: zeros, or e.g. exp(−v) for u = exp(v)) by
 /// the inverse of `u`: compose(u, w) ≈ 0. `w` has `u`'s extents and does not alias it.
 /// Throws `value_error` when the residual is not finite (NaN or infinity in `u` or `w`),
-/// which the iteration measures anyway.
+/// which the iteration measures anyway. Allocates one field for the residual.
 template <class Boundary = boundary::border, class Backend, class U, class S, int Dim>
   requires std::is_same_v<std::remove_const_t<U>, vec<S, Dim>>
 invert_report invert(Backend be, field_view<U, Dim> u, vector_view<S, Dim> w,
@@ -100,26 +102,56 @@ DIFFEO_HD bool on_border(const extents<Dim>& e, const index_vec<Dim>& p) {
   return false;
 }
 
-/// One update of ITK's iteration, in place: `bound` = ε·max|e|.
-template <class Boundary, class S, int Dim>
-struct invert_update_kernel {
-  const_vector_view<S, Dim> u;
+/// ITK's update of one point from its residual e = w + u(p + w), in place: a step of
+/// −step·e, its length clamped to `bound` = step·max|e|. Under `enforce_boundary` the
+/// outer voxels, zeroed before the first pass, are left alone.
+template <class S, int Dim>
+struct invert_step_kernel {
+  const_vector_view<S, Dim> e;
   vector_view<S, Dim> w;
   double step, bound;
   bool enforce_boundary;
   DIFFEO_HD void operator()(index_t i, const index_vec<Dim>& p) const {
-    if (enforce_boundary && on_border(w.ext, p)) {
-      w[i] = vec<S, Dim>::zero();
-      return;
-    }
-    const vec<S, Dim> wi = w[i];
-    const vec<S, Dim> e =
-        wi + sample(u, p.template cast<S>() + wi, interp::linear{}, Boundary{});
-    const double n = norm(e.template cast<double>());
+    if (!enforce_boundary || !on_border(w.ext, p)) update(i);
+  }
+  DIFFEO_HD void update(index_t i) const {
+    const vec<S, Dim> ei = e[i];
+    const double n = norm(ei.template cast<double>());
     const double f = n > bound ? step * bound / n : step;
-    w[i] = wi - e * S(f);
+    w[i] = w[i] - ei * S(f);
+  }
+  /// One row (CPU backends), with no branch on the position inside the loop.
+  void row(index_t i, index_vec<Dim> p, index_t n) const {
+    index_t x0 = 0, x1 = n;
+    if (enforce_boundary) {
+      p[0] = 1;  // an inner x: on the border exactly where the whole row is
+      if (on_border(w.ext, p)) return;
+      x0 = 1, x1 = n - 1;
+    }
+    for (index_t x = x0; x < x1; ++x) update(i + x);
   }
 };
+
+/// One pass of `invert`: the update `step` of w (if any), then the residual
+/// e = compose(u, w) and its norm statistics. On the CPU backends both in one sweep, a row
+/// at a time: a row's update reads that row of e and w only, and its composition reads w
+/// only at its own points.
+template <class Boundary, class Backend, class S, int Dim>
+norm_stats invert_pass(Backend be, const_vector_view<S, Dim> u, vector_view<S, Dim> w,
+                       vector_view<S, Dim> e,
+                       const std::optional<invert_step_kernel<S, Dim>>& step) {
+  if constexpr (is_host_backend<Backend>) {
+    const compose_kernel<Boundary, S, Dim> residual{u, as_const(w), e, S(1), S(1)};
+    const auto row_map = [&](index_t i, const index_vec<Dim>& p, index_t n) {
+      if (step) step->row(i, p, n);
+      return compose_row_stats(residual, i, p, n);
+    };
+    return transform_reduce_rows(be, w.ext, norm_stats{0.0, 0.0, 0}, row_map, norm_stats_op{});
+  } else {
+    if (step) for_each_point(be, w.ext, *step);
+    return compose_norm_stats<Boundary>(be, u, as_const(w), e);
+  }
+}
 
 /// Zeroes the outer voxels.
 template <class S, int Dim>
@@ -185,8 +217,11 @@ invert_report invert(Backend be, field_view<U, Dim> u, vector_view<S, Dim> w,
   if (opts.enforce_boundary) for_each_point(be, w.ext, detail::zero_border_kernel<S, Dim>{w});
   const double points = double(u.points());
   invert_report r{0, 0.0, 0.0, false};
+  // The residual of the last pass: ITK's update needs its max over the field first.
+  field<vec<S, Dim>, Dim, Backend> e(w.ext);
+  std::optional<detail::invert_step_kernel<S, Dim>> step;
   for (;;) {
-    const auto st = detail::compose_norm_stats<Boundary>(be, as_const(u), as_const(w));
+    const auto st = detail::invert_pass<Boundary>(be, as_const(u), w, e.view(), step);
     if (st.nonfinite > 0)
       throw value_error("invert(u): the residual compose(u, w) is not finite at " +
                         std::to_string(st.nonfinite) +
@@ -197,10 +232,9 @@ invert_report invert(Backend be, field_view<U, Dim> u, vector_view<S, Dim> w,
         r.max_error <= opts.max_error_tolerance && r.mean_error <= opts.mean_error_tolerance;
     if (r.converged || r.iterations == opts.max_iterations) return r;
     // ITK's steps: a bolder first one, then halving the (bounded) residual.
-    const double step = r.iterations == 0 ? 0.75 : 0.5;
-    for_each_point(be, w.ext,
-                   detail::invert_update_kernel<Boundary, S, Dim>{
-                       as_const(u), w, step, step * r.max_error, opts.enforce_boundary});
+    const double f = r.iterations == 0 ? 0.75 : 0.5;
+    step = detail::invert_step_kernel<S, Dim>{as_const(e.view()), w, f, f * r.max_error,
+                                              opts.enforce_boundary};
     ++r.iterations;
   }
 }

@@ -258,6 +258,38 @@ TEST_CASE_TEMPLATE("invert_vjp matches central differences", B, DIFFEO_TEST_BACK
   check_invert_vjp<B, 3>(make_extents(5, 4, 4), false);
 }
 
+// Float runs the CPU backends' AVX2 blocks (the λ solve by cofactors, 8 points at a time);
+// double the scalar path. Same inputs, rows long enough for several blocks.
+template <class B, int Dim>
+void check_invert_vjp_float(const extents<Dim>& e, bool enforce_boundary) {
+  const auto u = smooth_field<double, Dim>(e, 1.2, 3), g = smooth_field<double, Dim>(e, 1.0, 8);
+  const invert_options opts{.max_iterations = 30, .enforce_boundary = enforce_boundary};
+  const auto w = invert(u, opts).field;
+  const auto cast = [](const host_field<double, Dim>& f) {
+    host_field<float, Dim> r(f.ext());
+    for (index_t i = 0; i < f.points(); ++i) r[i] = f[i].template cast<float>();
+    return r;
+  };
+  const auto exact = invert_vjp(u, w, g, opts);
+  const auto got = to_host(invert_vjp(to_backend<B>(cast(u)), to_backend<B>(cast(w)),
+                                      to_backend<B>(cast(g)), opts));
+  double scale = 0, worst = 0;
+  for (index_t i = 0; i < e.count(); ++i) {
+    scale = std::max(scale, norm(exact[i]));
+    worst = std::max(worst, norm(got[i].template cast<double>() - exact[i]));
+  }
+  CHECK(scale > 0.5);
+  CHECK(worst <= 1e-5 * scale);
+}
+
+TEST_CASE_TEMPLATE("invert_vjp in float matches double", B, DIFFEO_TEST_BACKENDS) {
+  for (const bool enforce : {false, true}) {
+    CAPTURE(enforce);
+    check_invert_vjp_float<B, 2>(make_extents(37, 11), enforce);
+    check_invert_vjp_float<B, 3>(make_extents(21, 9, 7), enforce);
+  }
+}
+
 TEST_CASE("invert_vjp rejects a folding field and bad shapes, naming the argument") {
   const auto e = make_extents(8, 8);
   host_field<double, 2> u(e), w(e), g(e), other(make_extents(8, 7));
@@ -265,6 +297,13 @@ TEST_CASE("invert_vjp rejects a folding field and bad shapes, naming the argumen
   for (index_t i = 0; i < e.count(); ++i) u[i] = vec2d{{-1.0 * double(e.unravel(i)[0]), 0.0}};
   g.fill(vec2d{{1.0, 0.0}});
   CHECK_THROWS_WITH_AS(invert_vjp(u, w, g, {.enforce_boundary = false}),
+                       doctest::Contains("invert_vjp(u): I + Du is singular"), value_error);
+  // The same in float, long rows: the AVX2 blocks' division by a zero determinant.
+  const auto e32 = make_extents(32, 8);
+  host_field<float, 2> u32(e32), w32(e32), g32(e32);
+  for (index_t i = 0; i < e32.count(); ++i) u32[i] = vec2f{{-1.0f * float(e32.unravel(i)[0]), 0.0f}};
+  g32.fill(vec2f{{1.0f, 0.0f}});
+  CHECK_THROWS_WITH_AS(invert_vjp(u32, w32, g32, {.enforce_boundary = false}),
                        doctest::Contains("invert_vjp(u): I + Du is singular"), value_error);
   CHECK_THROWS_WITH_AS(invert_vjp(u, other, g), doctest::Contains("invert_vjp(u, w)"), shape_error);
   CHECK_THROWS_WITH_AS(invert_vjp(u, w, other), doctest::Contains("invert_vjp(w, grad_w)"),

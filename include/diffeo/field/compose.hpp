@@ -112,6 +112,32 @@ field_view<const float, Dim> as_floats(const_vector_view<float, Dim> f) {
 }
 #endif
 
+#if defined(DIFFEO_HAVE_AVX2)
+/// The AVX2 row of a kernel whose blocks combine the gradient of `u` at p + v(p) with
+/// `g(p)` into `out(p)` by `block_op(block, located, g, out)` (false: the block is left to
+/// the kernel's scalar path, as are the rest of the row). Returns where the blocks stopped.
+template <class Boundary, class Kernel, class BlockOp, int Dim>
+DIFFEO_INLINE_AVX2 index_t gradient_row_avx2(const Kernel& k, const BlockOp& block_op,
+                                             const_vector_view<float, Dim> u,
+                                             const vec<float, Dim>* v, const vec<float, Dim>* g,
+                                             vec<float, Dim>* out, index_t i, index_vec<Dim> p,
+                                             index_t n) {
+  const linear_block_avx2<Dim, Boundary> block(as_floats(u));
+  return run_row(
+      block, v + i, p, n, 1.f,
+      [&](index_t x, const auto& b) DIFFEO_INLINE_AVX2_LAMBDA {
+        return block_op(block, b, reinterpret_cast<const float*>(g + i + x),
+                        reinterpret_cast<float*>(out + i + x))
+                   ? 0
+                   : 0xff;
+      },
+      [&](index_t x) {
+        p[0] = x;
+        k(i + x, p);
+      });
+}
+#endif
+
 /// One row of a kernel that samples `u` linearly, on the CPU backends: its AVX2 blocks
 /// (`k.row_avx2`, 8 points at a time) where they apply, then the rest point by point.
 template <class Boundary, class Kernel, class S, int Dim>
@@ -275,20 +301,10 @@ struct compose_grad_v_kernel {
 #if defined(DIFFEO_HAVE_AVX2)
   /// Blocks of 8 points with AVX2 where all their corners lie on the grid, the others (and
   /// the rest of the row) point by point. Returns where the blocks stopped.
-  DIFFEO_TARGET_AVX2 index_t row_avx2(index_t i, index_vec<Dim> p, index_t n) const {
-    const linear_block_avx2<Dim, Boundary> block(as_floats(u));
-    return run_row(
-        block, v.data + i, p, n, 1.f,
-        [&](index_t x, const auto& b) DIFFEO_INLINE_AVX2_LAMBDA {
-          return block.add_gradient_dot(b, reinterpret_cast<const float*>(g.data + i + x),
-                                        reinterpret_cast<float*>(out.data + i + x))
-                     ? 0
-                     : 0xff;
-        },
-        [&](index_t x) {
-          p[0] = x;
-          (*this)(i + x, p);
-        });
+  DIFFEO_TARGET_AVX2 index_t row_avx2(index_t i, const index_vec<Dim>& p, index_t n) const {
+    const auto op = [&](const auto& block, const auto& b, const float* gi, float* o)
+                        DIFFEO_INLINE_AVX2_LAMBDA { return block.add_gradient_dot(b, gi, o); };
+    return gradient_row_avx2<Boundary>(*this, op, u, v.data, g.data, out.data, i, p, n);
   }
 #endif
   /// One row on the CPU backends (see `run_linear_row`).

@@ -188,6 +188,28 @@ struct invert_adjoint_kernel {
     }
     out[i] = r;
   }
+#if defined(DIFFEO_HAVE_AVX2)
+  /// Blocks of 8 points with AVX2 where all their corners lie on the grid (a singular
+  /// I + Du gives ±inf or NaN there, which `invert_vjp`'s check reports alike), the others
+  /// and the rest of the row point by point. Returns where the blocks stopped.
+  DIFFEO_TARGET_AVX2 index_t row_avx2(index_t i, const index_vec<Dim>& p, index_t n) const {
+    const auto op = [&](const auto& block, const auto& b, const float* gi, float* o)
+                        DIFFEO_INLINE_AVX2_LAMBDA { return block.minus_adjoint_solve(b, gi, o); };
+    return gradient_row_avx2<Boundary>(*this, op, u, w.data, g.data, out.data, i, p, n);
+  }
+#endif
+  /// One row on the CPU backends (see `run_linear_row`); the blocks do not know the
+  /// border, so its points are set to 0 after them.
+  void row(index_t i, index_vec<Dim> p, index_t n) const {
+    p[0] = 1;  // an inner x: on the border exactly where the whole row is
+    if (enforce_boundary && (n <= 2 || on_border(w.ext, p))) {
+      for (index_t x = 0; x < n; ++x) out[i + x] = vec<S, Dim>::zero();
+      return;
+    }
+    p[0] = 0;
+    run_linear_row<Boundary>(*this, u, i, p, n);
+    if (enforce_boundary) out[i] = out[i + n - 1] = vec<S, Dim>::zero();
+  }
 };
 
 inline void require_invert_options(const invert_options& o) {

@@ -284,19 +284,23 @@ struct linear_block_avx2 {
   }
 
   /// For a block whose corners all lie on the grid (`off_grid == 0`) of a `Dim`-channel
-  /// `src` (a vector field): `out = g + (∇src)(q)ᵀ g` at its 8 points, `g` and `out`
-  /// interleaved (8 · Dim floats, `out` may be `g`) — the pointwise part of compose's VJP.
-  /// Along an axis, the derivative of a lerp is the difference of its pair. False (nothing
-  /// written) when the block has a point off the grid or reads the grid's last pair (whose
-  /// 8-float loads would leave the image).
-  DIFFEO_INLINE_AVX2 bool add_gradient_dot(const located& b, const float* g, float* out) const {
+  /// `src` (a vector field): `out = op(∇src(q), g)` at its 8 points, `g` and `out`
+  /// interleaved (8 · Dim floats, `out` may be `g`). Along an axis, the derivative of a lerp
+  /// is the difference of its pair. 2D: `op(dx, dy, g)` on four points per vector, channels
+  /// interleaved as in `g` ([c0 c1 of l, of l + 1 | …]; dx = ∂src/∂q_x, dy = ∂src/∂q_y);
+  /// 3D: `op(d, g, out)` with d[a][k] = ∂src_k/∂q_a and one vector per channel, points in
+  /// order. False (nothing written) when the block has a point off the grid or reads the
+  /// grid's last pair (whose 8-float loads would leave the image). The `op`s below capture
+  /// (`[&]`) though they need nothing: a capture-less lambda also gets a conversion to a
+  /// plain function, compiled without AVX2 (GCC's -Wpsabi).
+  template <class Op>
+  DIFFEO_INLINE_AVX2 bool with_gradient(const located& b, const float* g, float* out, const Op& op) const {
     if (b.off_grid != 0) return false;
     alignas(32) int offset[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(offset), _mm256_mullo_epi32(b.idx, channels));
     prefetch(offset, Dim);
     const float* r = src.data;
     if constexpr (Dim == 2) {
-      // Four points per vector, channels interleaved as in `g`: [c0 c1 of l, of l + 1 | …].
       for (int l = 0; l < 8; l += 4) {
         const __m256i pick = _mm256_setr_epi32(l, l, l + 1, l + 1, l + 2, l + 2, l + 3, l + 3);
         const auto at = [&](__m256 w) DIFFEO_INLINE_AVX2_LAMBDA { return _mm256_permutevar8x32_ps(w, pick); };
@@ -313,10 +317,7 @@ struct linear_block_avx2 {
                               at(b.w0[1]), at(b.w1[1]));
         const __m256 dy = mix(_mm256_sub_ps(first[1], first[0]), _mm256_sub_ps(second[1], second[0]),
                               at(b.w0[0]), at(b.w1[0]));
-        const __m256 gv = _mm256_loadu_ps(g + 2 * l);
-        // hadd: [dx·g of l, of l + 1, dy·g of l, of l + 1 | …], reordered to points.
-        const __m256 dots = _mm256_hadd_ps(_mm256_mul_ps(dx, gv), _mm256_mul_ps(dy, gv));
-        _mm256_storeu_ps(out + 2 * l, _mm256_add_ps(gv, _mm256_permute_ps(dots, _MM_SHUFFLE(3, 1, 2, 0))));
+        _mm256_storeu_ps(out + 2 * l, op(dx, dy, _mm256_loadu_ps(g + 2 * l)));
       }
       return true;
     } else {
@@ -346,13 +347,63 @@ struct linear_block_avx2 {
       for (int k = 0; k < 3; ++k) d[2][k] = mix(first[k], second[k], b.w0[0], b.w1[0]);
       __m256 gs[3], o[3];
       load_vectors_avx2<3>(reinterpret_cast<const vec<float, 3>*>(g), gs);
-      for (int a = 0; a < 3; ++a)
-        o[a] = _mm256_fmadd_ps(d[a][2], gs[2], _mm256_fmadd_ps(d[a][1], gs[1], _mm256_fmadd_ps(d[a][0], gs[0], gs[a])));
+      op(d, gs, o);
       __m256 v[3];
       interleave3_avx2(o, v[0], v[1], v[2]);
       for (int k = 0; k < 3; ++k) _mm256_storeu_ps(out + 8 * k, v[k]);
       return true;
     }
+  }
+
+  /// `out = g + (∇src)(q)ᵀ g` (see `with_gradient`): the pointwise part of compose's VJP.
+  DIFFEO_INLINE_AVX2 bool add_gradient_dot(const located& b, const float* g, float* out) const {
+    if constexpr (Dim == 2)
+      return with_gradient(b, g, out, [&](__m256 dx, __m256 dy, __m256 gv) DIFFEO_INLINE_AVX2_LAMBDA {
+        // hadd: [dx·g of l, of l + 1, dy·g of l, of l + 1 | …], reordered to points.
+        const __m256 dots = _mm256_hadd_ps(_mm256_mul_ps(dx, gv), _mm256_mul_ps(dy, gv));
+        return _mm256_add_ps(gv, _mm256_permute_ps(dots, _MM_SHUFFLE(3, 1, 2, 0)));
+      });
+    else
+      return with_gradient(b, g, out, [&](const __m256 (&d)[3][3], const __m256 (&gs)[3], __m256 (&o)[3])
+                                           DIFFEO_INLINE_AVX2_LAMBDA {
+        for (int a = 0; a < 3; ++a)
+          o[a] = _mm256_fmadd_ps(d[a][2], gs[2], _mm256_fmadd_ps(d[a][1], gs[1], _mm256_fmadd_ps(d[a][0], gs[0], gs[a])));
+      });
+  }
+
+  /// `out = −(I + ∇src(q))⁻ᵀ g`, i.e. −λ with (I + Du)ᵀ λ = g (see `with_gradient`): the
+  /// adjoint of `invert`'s VJP, by cofactors. A singular matrix gives ±inf or NaN.
+  DIFFEO_INLINE_AVX2 bool minus_adjoint_solve(const located& b, const float* g, float* out) const {
+    const __m256 one = _mm256_set1_ps(1.f);
+    if constexpr (Dim == 2)
+      return with_gradient(b, g, out, [one](__m256 dx, __m256 dy, __m256 gv) DIFFEO_INLINE_AVX2_LAMBDA {
+        // A = I + Du, a(k, m) = δ + ∂u_m/∂q_k: rows dx + e0 and dy + e1 of each point's
+        // lane pair. With the pair's lanes swapped: λ = (a11 g0 − a01 g1, a00 g1 − a10 g0)/det.
+        const auto swap = [&](__m256 v) DIFFEO_INLINE_AVX2_LAMBDA { return _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)); };
+        const __m256 sdx = swap(dx), sdy = swap(dy);
+        const __m256 diag_other = _mm256_add_ps(one, _mm256_blend_ps(sdy, sdx, 0xaa));  // a11, a00
+        const __m256 off = _mm256_blend_ps(sdx, sdy, 0xaa);                             // a01, a10
+        const __m256 det = _mm256_moveldup_ps(_mm256_fmsub_ps(_mm256_add_ps(one, dx), _mm256_add_ps(one, sdy),
+                                                              _mm256_mul_ps(sdx, dy)));
+        return _mm256_div_ps(_mm256_fmsub_ps(off, swap(gv), _mm256_mul_ps(diag_other, gv)), det);
+      });
+    else
+      return with_gradient(b, g, out, [one](const __m256 (&d)[3][3], const __m256 (&gs)[3], __m256 (&o)[3])
+                                           DIFFEO_INLINE_AVX2_LAMBDA {
+        __m256 a[3][3];  // a(k, m) = δ + ∂u_m/∂q_k
+        for (int k = 0; k < 3; ++k)
+          for (int m = 0; m < 3; ++m) a[k][m] = k == m ? _mm256_add_ps(one, d[k][m]) : d[k][m];
+        __m256 c[3][3];  // cofactors, in the cyclic form of a 3 × 3
+        for (int i = 0; i < 3; ++i)
+          for (int j = 0; j < 3; ++j)
+            c[i][j] = _mm256_fmsub_ps(a[(i + 1) % 3][(j + 1) % 3], a[(i + 2) % 3][(j + 2) % 3],
+                                      _mm256_mul_ps(a[(i + 1) % 3][(j + 2) % 3], a[(i + 2) % 3][(j + 1) % 3]));
+        const __m256 det = _mm256_fmadd_ps(a[0][2], c[0][2], _mm256_fmadd_ps(a[0][1], c[0][1], _mm256_mul_ps(a[0][0], c[0][0])));
+        const __m256 minus_inv_det = _mm256_div_ps(_mm256_set1_ps(-1.f), det);
+        for (int k = 0; k < 3; ++k)  // λ_k = Σ_m c(m, k) g_m / det
+          o[k] = _mm256_mul_ps(minus_inv_det,
+                               _mm256_fmadd_ps(c[2][k], gs[2], _mm256_fmadd_ps(c[1][k], gs[1], _mm256_mul_ps(c[0][k], gs[0]))));
+      });
   }
 
   /// Reads and blends the taps of a located block: the output points (`out[0, 8 C)`).

@@ -103,8 +103,8 @@ DIFFEO_HD bool on_border(const extents<Dim>& e, const index_vec<Dim>& p) {
 }
 
 /// ITK's update of one point from its residual e = w + u(p + w), in place: a step of
-/// −step·e, its length clamped to `bound` = step·max|e|. Under `enforce_boundary` the
-/// outer voxels, zeroed before the first pass, are left alone.
+/// −step·e with |e| clamped to `bound` = step·max|e|. Under `enforce_boundary` the outer
+/// voxels, zeroed before the first pass, are left alone.
 template <class S, int Dim>
 struct invert_step_kernel {
   const_vector_view<S, Dim> e;

@@ -377,8 +377,9 @@ struct linear_block_avx2 {
     const __m256 one = _mm256_set1_ps(1.f);
     if constexpr (Dim == 2)
       return with_gradient(b, g, out, [one](__m256 dx, __m256 dy, __m256 gv) DIFFEO_INLINE_AVX2_LAMBDA {
-        // A = I + Du, a(k, m) = δ + ∂u_m/∂q_k: rows dx + e0 and dy + e1 of each point's
-        // lane pair. With the pair's lanes swapped: λ = (a11 g0 − a01 g1, a00 g1 − a10 g0)/det.
+        // a = (I + Du)ᵀ, a(k, m) = δ + ∂u_m/∂q_k: rows dx + e0 and dy + e1 of each point's
+        // lane pair; aλ = g gives λ = (a11 g0 − a01 g1, a00 g1 − a10 g0)/det, built from the
+        // vectors with each pair's lanes swapped.
         const auto swap = [&](__m256 v) DIFFEO_INLINE_AVX2_LAMBDA { return _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)); };
         const __m256 sdx = swap(dx), sdy = swap(dy);
         const __m256 diag_other = _mm256_add_ps(one, _mm256_blend_ps(sdy, sdx, 0xaa));  // a11, a00
@@ -390,7 +391,7 @@ struct linear_block_avx2 {
     else
       return with_gradient(b, g, out, [one](const __m256 (&d)[3][3], const __m256 (&gs)[3], __m256 (&o)[3])
                                            DIFFEO_INLINE_AVX2_LAMBDA {
-        __m256 a[3][3];  // a(k, m) = δ + ∂u_m/∂q_k
+        __m256 a[3][3];  // a = (I + Du)ᵀ: a(k, m) = δ + ∂u_m/∂q_k
         for (int k = 0; k < 3; ++k)
           for (int m = 0; m < 3; ++m) a[k][m] = k == m ? _mm256_add_ps(one, d[k][m]) : d[k][m];
         __m256 c[3][3];  // cofactors, in the cyclic form of a 3 × 3

@@ -169,9 +169,9 @@ void check_against_reference(const extents<Dim>& e, bool enforce_boundary) {
   CHECK(got.report.iterations == ref.iterations);
   // Double: the same operations in the same order, but for the order of the mean's sum.
   // Float: the CPU backends' SIMD sampling rounds differently; twelve contracting updates
-  // keep the difference at the float resolution of |w| ≤ 3.
+  // keep the difference within a few float ulps of |w| ≤ 3 (2.3e-6 seen).
   const bool is_float = std::is_same_v<S, float>;
-  const double tol = is_float ? 2e-5 : 0.0;
+  const double tol = is_float ? 6e-6 : 0.0;
   double worst = 0;
   for (index_t i = 0; i < e.count(); ++i)
     worst = std::max(worst, norm((w[i] - w_ref[i]).template cast<double>()));
@@ -279,7 +279,7 @@ void check_invert_vjp_float(const extents<Dim>& e, bool enforce_boundary) {
     worst = std::max(worst, norm(got[i].template cast<double>() - exact[i]));
   }
   CHECK(scale > 0.5);
-  CHECK(worst <= 1e-5 * scale);
+  CHECK(worst <= 3e-6 * scale);
 }
 
 TEST_CASE_TEMPLATE("invert_vjp in float matches double", B, DIFFEO_TEST_BACKENDS) {

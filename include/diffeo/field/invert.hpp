@@ -102,6 +102,14 @@ DIFFEO_HD bool on_border(const extents<Dim>& e, const index_vec<Dim>& p) {
   return false;
 }
 
+/// True when the whole row through p (all axes but x) lies on the outer voxels: a border
+/// row, or a grid at most 2 wide along x.
+template <int Dim>
+bool row_on_border(const extents<Dim>& e, index_vec<Dim> p) {
+  p[0] = e[0] > 2 ? 1 : 0;  // an inner x, where there is one
+  return on_border(e, p);
+}
+
 /// ITK's update of one point from its residual e = w + u(p + w), in place: a step of
 /// −step·e with |e| clamped to `bound` = step·max|e|. Under `enforce_boundary` the outer
 /// voxels, zeroed before the first pass, are left alone.
@@ -121,14 +129,12 @@ struct invert_step_kernel {
     w[i] = w[i] - ei * S(f);
   }
   /// One row (CPU backends), with no branch on the position inside the loop.
-  void row(index_t i, index_vec<Dim> p, index_t n) const {
-    index_t x0 = 0, x1 = n;
-    if (enforce_boundary) {
-      p[0] = 1;  // an inner x: on the border exactly where the whole row is
-      if (on_border(w.ext, p)) return;
-      x0 = 1, x1 = n - 1;
+  void row(index_t i, const index_vec<Dim>& p, index_t n) const {
+    if (!enforce_boundary) {
+      for (index_t x = 0; x < n; ++x) update(i + x);
+    } else if (!row_on_border(w.ext, p)) {
+      for (index_t x = 1; x < n - 1; ++x) update(i + x);
     }
-    for (index_t x = x0; x < x1; ++x) update(i + x);
   }
 };
 
@@ -200,13 +206,11 @@ struct invert_adjoint_kernel {
 #endif
   /// One row on the CPU backends (see `run_linear_row`); the blocks do not know the
   /// border, so its points are set to 0 after them.
-  void row(index_t i, index_vec<Dim> p, index_t n) const {
-    p[0] = 1;  // an inner x: on the border exactly where the whole row is
-    if (enforce_boundary && (n <= 2 || on_border(w.ext, p))) {
+  void row(index_t i, const index_vec<Dim>& p, index_t n) const {
+    if (enforce_boundary && row_on_border(w.ext, p)) {
       for (index_t x = 0; x < n; ++x) out[i + x] = vec<S, Dim>::zero();
       return;
     }
-    p[0] = 0;
     run_linear_row<Boundary>(*this, u, i, p, n);
     if (enforce_boundary) out[i] = out[i + n - 1] = vec<S, Dim>::zero();
   }
